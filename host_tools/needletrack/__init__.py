@@ -1,0 +1,3 @@
+"""NeedleTrack host tools."""
+
+__version__ = "0.1.0"
