@@ -1,0 +1,1 @@
+"""The library of named virtual-probe scenarios (JSON, docs/scenarios.md)."""

@@ -1,0 +1,55 @@
+# The virtual probe's clock, in microseconds since the scenario started.
+#
+# Virtual mode (default): time moves only when the firmware sleeps, so a session runs as fast as the CPU allows
+# and is repeatable to the bit. Real mode: time follows the host's monotonic clock, for live demos and latency.
+# State lives in a preallocated list so the firmware's loop can read and advance it under heap_lock().
+import sys
+
+
+def _builtin(name):
+    # Reach MicroPython's own module past the virtual probe's stand-in of the same name.
+    saved_mod = sys.modules.pop(name, None)
+    saved_path = sys.path[:]
+    sys.path.clear()
+    try:
+        return __import__(name)
+    finally:
+        sys.path.extend(saved_path)
+        if saved_mod is not None:
+            sys.modules[name] = saved_mod
+
+
+_host_time = _builtin("time")
+
+_state = [0, 0, 0]  # [virtual now us, real mode flag, host ticks at start]
+
+
+def set_realtime(on):
+    _state[1] = 1 if on else 0
+    _state[2] = _host_time.ticks_us() - _state[0]
+
+
+def reset(now_us=0):
+    _state[0] = now_us
+    _state[2] = _host_time.ticks_us() - now_us
+
+
+def now_us():
+    if _state[1]:
+        # The unix port's own ticks period is 2^62 us: no wrap to handle here.
+        return _host_time.ticks_us() - _state[2]
+    return _state[0]
+
+
+def sleep_us(us):
+    if us <= 0:
+        return
+    if _state[1]:
+        _host_time.sleep_us(us)
+    else:
+        _state[0] += us
+
+
+def advance_to(t_us):
+    # Virtual mode: jump forward to t_us (never backwards). Real mode: wait until then.
+    sleep_us(t_us - now_us())

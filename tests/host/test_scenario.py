@@ -1,0 +1,96 @@
+"""Scenario files: the shipped library loads, and every kind of bad field is named in the error."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from needletrack.sim import scenario
+from needletrack.sim.scenario import ScenarioError
+
+GOOD = {
+    "duration_s": 10.0,
+    "seed": 1,
+    "guide_angle_deg": 30.0,
+    "needle_length_mm": 60.0,
+    "attitude": [[0, 0, 0, 0], [4, 10, -20, 5], [10, 10, -20, 5]],
+    "depth": [[0, 0.0], [5, 40.0]],
+    "twitches": [[3.0, 0.4]],
+}
+
+
+def test_every_library_scenario_loads_and_covers_its_duration():
+    names = scenario.library()
+    for required in ("still_probe", "slow_fan", "fast_sweep", "dry_needling", "sensor_unplugged",
+                     "stray_magnet", "long_session_20min"):
+        assert required in names
+    for name in names:
+        sc = scenario.load(name)
+        assert sc.attitude[-1, 0] <= sc.duration_s and sc.depth[-1, 0] <= sc.duration_s
+
+
+def test_long_session_crosses_the_device_tick_wrap():
+    assert scenario.load("long_session_20min").duration_s > (1 << 30) / 1e6
+
+
+def test_truth_is_linear_between_keyframes_and_held_outside():
+    sc = scenario.parse(GOOD)
+    np.testing.assert_allclose(sc.attitude_at(2.0), [5, -10, 2.5])
+    np.testing.assert_allclose(sc.attitude_at(7.0), [10, -20, 5])
+    assert sc.depth_at(2.5) == pytest.approx(20.0)
+    assert sc.depth_at(9.0) == pytest.approx(40.0)
+
+
+def test_roundtrip_through_json():
+    sc = scenario.parse(GOOD)
+    again = scenario.parse(json.loads(json.dumps(sc.to_json())))
+    np.testing.assert_array_equal(again.attitude, sc.attitude)
+    assert again.imperfections == sc.imperfections
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        (("duration_s",), -1, "duration_s"),
+        (("seed",), 1.5, "seed"),
+        (("guide_angle_deg",), 95, "guide_angle_deg"),
+        (("attitude", 1, 0), 0.0, "attitude[1][0]"),
+        (("attitude", 2, 2), 120, "attitude[2][2]"),
+        (("attitude", 1), [1, 2, 3], "attitude[1]"),
+        (("depth", 1, 1), "deep", "depth[1][1]"),
+        (("depth", 1, 0), 11.0, "depth[1][0]"),
+        (("twitches", 0, 1), -0.1, "twitches[0][1]"),
+        (("imperfections",), {"gyro_bias_dps": [1, 2]}, "imperfections.gyro_bias_dps"),
+        (("imperfections",), {"no_such": 1}, "imperfections.no_such"),
+        (("faults",), [{"kind": "melt", "sensor": "imu", "t_s": 1}], "faults[0].kind"),
+        (("faults",), [{"kind": "unplug", "sensor": "gps", "t_s": 1}], "faults[0].sensor"),
+        (("bogus",), 1, "bogus"),
+    ],
+)
+def test_bad_field_is_named(path, value, named):
+    doc = copy.deepcopy(GOOD)
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ScenarioError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        scenario.parse(doc)
+
+
+def test_missing_required_field_is_named():
+    doc = dict(GOOD)
+    del doc["depth"]
+    with pytest.raises(ScenarioError, match="depth: missing"):
+        scenario.parse(doc)
+
+
+def test_unknown_name_lists_the_library(tmp_path):
+    with pytest.raises(ScenarioError, match="still_probe"):
+        scenario.load("no_such_scenario")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ScenarioError, match="not valid JSON"):
+        scenario.load(bad)
