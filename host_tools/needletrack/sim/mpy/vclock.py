@@ -25,6 +25,8 @@ _state = [0, 0, 0]  # [virtual now us, real mode flag, host ticks at start]
 
 
 def set_realtime(on):
+    # Either way the clock carries on from where it is now, without a jump.
+    _state[0] = now_us()
     _state[1] = 1 if on else 0
     _state[2] = _host_time.ticks_us() - _state[0]
 
