@@ -1,0 +1,1 @@
+"""Links from the device to the host: BLE (bleak, bumble) and serial lines."""
