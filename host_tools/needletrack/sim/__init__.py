@@ -1,0 +1,1 @@
+"""The virtual probe, CPython side: scenario truth, physics and sensor models."""
