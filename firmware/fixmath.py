@@ -299,8 +299,9 @@ def quat_mul_q28(out, a, b):
 def quat_renorm_step_q28(q):
     """One Newton step towards |q| = 1 for a Q28 quaternion already near unit norm.
 
-    q *= 1 + e with e = (1 - |q|^2) / 2 (exact to (3/8)(|q|^2 - 1)^2), e clamped to +-2^15 (1.2e-4 relative)
-    so that (q_i >> 14) * e < 2^29 whatever q holds; a larger error takes several steps.
+    q *= 1 + e with e = (1 - |q|^2) / 2 (exact to (3/8)(|q|^2 - 1)^2). e is held in units of 2^-27 and clamped
+    to +-2^15 (2.4e-4 relative, i.e. |q|^2 errors up to 4.9e-4 are removed in one step; larger ones take
+    several) so that (q_i >> 14) * e < 2^29.1 whatever q holds.
     Squares: q_i^2 / 2^28 = qh^2 + (2 qh ql) >> 14 with qh = q_i >> 14, ql = q_i & 0x3FFF.
     """
     p = ptr32(q)
@@ -313,7 +314,7 @@ def quat_renorm_step_q28(q):
         vh = v >> 14
         n2 = n2 + vh * vh + ((vh * (v & 0x3FFF)) >> 13)
         i += 1
-    e = (ONE_Q28 - n2) >> 1
+    e = (ONE_Q28 - n2) >> 2
     if e > 0x8000:
         e = 0x8000
     elif e < -0x8000:
@@ -323,7 +324,7 @@ def quat_renorm_step_q28(q):
         v = p[i]
         if (v >> 31) > 0:
             v = v - (_W16 << 16)
-        p[i] = v + (((v >> 14) * e) >> 14)
+        p[i] = v + (((v >> 14) * e) >> 13)
         i += 1
 
 

@@ -60,7 +60,7 @@ class SampleRing:
         total = 0
         while total < max_n and self.count:
             n = self.peek(max_n - total)
-            _copy(out, total * _SIZE, self.buf, self.peek_off, n * _SIZE)
+            _copy(out, total * _SIZE, self.buf, self.peek_off, n * _SIZE)  # type: ignore[arg-type]  # viper ptr8
             self.consume(n)
             total += n
         return total

@@ -39,7 +39,7 @@ class SerialLink:
             n = self.ring.drain_into(self.raw, self.max_batch)
             if not n:
                 return total
-            end = _hexlify(self.line, 4, self.raw, n * 20, _HEX)
+            end = _hexlify(self.line, 4, self.raw, n * 20, _HEX)  # type: ignore[arg-type]  # viper ptr8 takes buffers
             self.stream.write(self.line, 0, end)
             total += n
             self.sent += n

@@ -113,6 +113,7 @@ class LSM6DSOX:
         watermark=16,
         max_words=32,
         int1_watermark=True,
+        probe=True,
     ):
         self.i2c = i2c
         self.addr = addr
@@ -138,8 +139,8 @@ class LSM6DSOX:
         self.watermark = 0
         self._ctrl = 0
         self._config = (accel_fs_g, gyro_fs_dps, odr_hz, watermark, int1_watermark)
-        self._identify()
-        self.setup()
+        if probe:
+            self.init()
 
     # -- setup (allocation allowed)
     def _identify(self):
@@ -330,7 +331,7 @@ class LSM6DSOX:
         if len(out) < 6:
             raise ValueError("out must hold 6 values")
         self.i2c.readfrom_mem_into(self.addr, _OUTX_L_G, self._b12)
-        _decode_le16(self._b12, out, 6)
+        _decode_le16(self._b12, out, 6)  # type: ignore[arg-type]  # viper ptr8/ptr16 take buffers
 
     def temperature_raw(self):
         """OUT_TEMP: 256 counts per degC, 0 at 25 degC."""

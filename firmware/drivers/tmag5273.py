@@ -75,6 +75,7 @@ class TMAG5273:
         temperature=True,
         low_noise=True,
         continuous=True,
+        probe=True,
     ):
         self.i2c = i2c
         self.addr = addr
@@ -94,8 +95,8 @@ class TMAG5273:
         self.ut_shift = 0
         self.conversion_us = 0
         self._config = (axes, wide_range, averaging, temperature, low_noise, continuous)
-        self._identify()
-        self.setup()
+        if probe:
+            self.init()
 
     # -- setup (allocation allowed)
     def _identify(self):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,9 @@ FULL_SCALE_COUNTS = 32768
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
 
 
+_Temp = TypeVar("_Temp", float, np.ndarray)
+
+
 @dataclass(frozen=True)
 class Magnet:
     """Axially magnetised NdFeB cylinder; north pole towards +x (the needle's advance)."""
@@ -54,8 +57,8 @@ class Magnet:
     t_ref_c: float = 20.0
     tilt_deg: float = 0.0  # magnetisation axis rotated about y (assembly error)
 
-    def br_at(self, temp_c: float) -> float:
-        """Remanence in mT at temp_c."""
+    def br_at(self, temp_c: _Temp) -> _Temp:
+        """Remanence in mT at temp_c (a temperature or an array of them)."""
         return self.br_mt * (1.0 + self.br_tc_per_k * (temp_c - self.t_ref_c))
 
     def volume_m3(self) -> float:

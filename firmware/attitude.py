@@ -1,0 +1,571 @@
+# Probe attitude from the LSM6DSOX: a Mahony complementary filter in fixed point.
+#
+# Inputs per sample: raw gyro and accel LSB already rotated into the probe body frame (gyro +-500 dps at
+# 17.50 mdps/LSB, accel +-4 g at 0.122 mg/LSB). Formats (docs/fixed-point.md has the range analysis):
+#   quaternion      Q28 (1.0 = 2^28), (w, x, y, z), body -> world (world x north, y east, z down)
+#   gyro bias       Q14 LSB (raw gyro LSB * 2^14), so the still-time average resolves 1/32 LSB
+#   half-angle h    Q28 rad: the rotation of one sample is q += q (x) (0, h), h = omega * dt / 2
+#   gravity g_est   R^T e_z, the world "down" axis seen in the body; Q14 inside update(), Q28 for outputs
+#   angles          mdeg
+# Q28 because a Q14 quaternion cannot integrate slow turns: at 833 Hz, 1 deg/s moves h by 1.05e-5 rad per
+# sample, below Q14's 6.1e-5, while one gyro LSB moves it by 1.8e-7 rad = 49 Q28 units.
+import array
+import micropython
+from micropython import const
+
+import fixmath
+
+_G_LSB = 8196.72  # accel LSB per g at +-4 g (1 / 0.122 mg)
+_GYRO_RAD_PER_LSB = 17.5e-3 * 3.141592653589793 / 180.0
+
+# State array (array "i"); the first four entries are the quaternion so fixmath helpers can take the array.
+_S_QW = const(0)
+_S_QX = const(1)
+_S_QY = const(2)
+_S_QZ = const(3)
+_S_BX = const(4)  # gyro bias, Q14 LSB
+_S_BY = const(5)
+_S_BZ = const(6)
+_S_STILL_N = const(7)  # consecutive quiet samples, capped
+_S_BIAS_N = const(8)  # samples the bias average has taken, capped
+_S_BSHIFT = const(9)  # bias low-pass shift: grows with _S_BIAS_N so early samples average evenly
+_S_HOLD = const(10)  # samples left in the "moving" state
+_S_FLAGS = const(11)
+_S_SAMPLES = const(12)  # samples since initialisation, capped
+_S_GUIDE = const(13)  # guide angle (mdeg) whose cos/sin are cached in _S_GCOS/_S_GSIN
+_S_GCOS = const(14)
+_S_GSIN = const(15)
+_S_LEN = const(16)
+
+_F_INIT = const(1)
+_F_SETTLING = const(2)
+_F_MOVING = const(4)
+_F_STILL = const(8)
+_F_ACCEL = const(16)  # the last sample's accelerometer was used for correction
+
+# Parameter array (array "i"), fixed at construction.
+_P_KG = const(0)  # gyro: h[Q28 rad] = (w[LSB] * KG) >> GSH, KG in [2^13, 2^14)
+_P_GSH = const(1)
+_P_KP_SETTLE = const(2)  # correction gains: h += ((e >> 11) * KP) >> 7, KP <= 4096
+_P_KP_STILL = const(3)
+_P_KP_MOVE = const(4)
+_P_STILL_W = const(5)  # rate thresholds, Q14 LSB
+_P_MOVE_W = const(6)
+_P_REJECT_W = const(7)
+_P_N2_STILL_LO = const(8)  # |a/2|^2 bands, LSB^2
+_P_N2_STILL_HI = const(9)
+_P_N2_MOVE_LO = const(10)
+_P_N2_MOVE_HI = const(11)
+_P_N2_ACC_LO = const(12)
+_P_N2_ACC_HI = const(13)
+_P_STILL_N = const(14)  # quiet samples before the probe counts as still
+_P_HOLD_N = const(15)  # samples "moving" persists after the last motion cue
+_P_BSHIFT_MAX = const(16)
+_P_SETTLE_BIAS_N = const(17)  # bias samples needed before settling ends
+_P_SETTLE_N = const(18)  # minimum samples of settling
+_P_BIAS_MAX = const(19)  # bias clamp, Q14 LSB
+_P_N2_INIT_MIN = const(20)  # |a/2|^2 below which the first accel sample cannot set the attitude
+_P_LEN = const(21)
+
+_CAP = const(0x3FFFFFF)  # counters saturate here (2^26 - 1)
+_W16 = const(0x10000)  # see fixmath: sign-fix of ptr32 loads on 64-bit ports
+_ONE_Q28 = const(0x10000000)
+_IN_MAX = const(32767)  # raw inputs saturate to +-32767 so every bound below starts from 2^15
+_H_MAX = const(0x300000)  # per-axis half-angle clamp, Q28 rad (0.0117 rad): 3 * _H_MAX^2 = 4.1e-4
+
+
+def gain_word(kp_per_s, dt_s):
+    """Integer correction gain KP for a proportional gain kp (1/s): h[Q28] += ((e >> 11) * KP) >> 7 with e in
+    accel LSB * Q14, i.e. h = e * KP / 2^18 [Q28] = kp * dt / 2 * e / (G_LSB * 2^14) rad."""
+    return int(kp_per_s * dt_s * 2.0 ** 31 / _G_LSB + 0.5)
+
+
+def gyro_words(dt_s):
+    """(KG, GSH) with KG in [2^13, 2^14): h[Q28 rad] = (w[LSB] * KG) >> GSH = w * rad/LSB * dt / 2 * 2^28."""
+    c = _GYRO_RAD_PER_LSB * dt_s * 0.5 * 2.0 ** 28
+    sh = 0
+    while c * 2.0 ** sh < 8192.0:
+        sh += 1
+    return int(c * 2.0 ** sh + 0.5), sh
+
+
+class Attitude:
+    """Mahony filter: gyro integration of a Q28 quaternion, pulled towards the accelerometer's gravity by a
+    proportional gain, gyro bias averaged while the probe is still.
+
+    Accelerometer use: full gain `kp_settle` while settling (after boot, until `settle_bias_s` of still time has
+    fed the bias average), `kp_still` at rest, `kp_move` while moving; none when |f| is off 1 g by more than
+    `accel_band` (fraction) or any axis turns faster than `reject_dps` (linear acceleration would bias it).
+    Moving: an axis faster than `move_dps` or |f| off 1 g by more than 5 %, held `hold_s`. Still (bias
+    learning): every axis within `still_dps` of the bias and |f| within 3 % of 1 g for `still_s`; a turn slower
+    than `still_dps` held that long is indistinguishable from bias and is learnt as such.
+    """
+
+    def __init__(self, dt_s=1.0 / 833.0, kp_settle=5.0, kp_still=1.0, kp_move=0.5, still_dps=3.0,
+                 move_dps=8.0, reject_dps=150.0, accel_band=0.10, still_s=0.2, hold_s=0.1,
+                 bias_tau_s=1.2, settle_bias_s=0.6, settle_s=0.5, bias_max_dps=17.0):
+        if not 1.0 / 6700.0 <= dt_s <= 1.0 / 400.0:
+            # Below 416 Hz one sample's turn at full scale outgrows the per-sample renormalisation.
+            raise ValueError("dt_s outside 1/6667 .. 1/416 s (LSM6DSOX ODR 416 .. 6667 Hz)")
+        p = array.array("i", [0] * _P_LEN)
+        p[_P_KG], p[_P_GSH] = gyro_words(dt_s)
+        for idx, kp in ((_P_KP_SETTLE, kp_settle), (_P_KP_STILL, kp_still), (_P_KP_MOVE, kp_move)):
+            w = gain_word(kp, dt_s)
+            if not 0 <= w <= 4096:
+                raise ValueError("correction gain outside 0 .. 4096 / 2^31 * G / dt")
+            p[idx] = w
+        lsb14 = 16384.0 / 17.5e-3  # Q14 LSB per dps
+        p[_P_STILL_W] = int(still_dps * lsb14)
+        p[_P_MOVE_W] = int(move_dps * lsb14)
+        p[_P_REJECT_W] = int(min(reject_dps, 999.0) * lsb14)  # < 2^30
+        g2 = (_G_LSB * 0.5) ** 2
+        p[_P_N2_STILL_LO] = int(g2 * 0.97 ** 2)
+        p[_P_N2_STILL_HI] = int(g2 * 1.03 ** 2)
+        p[_P_N2_MOVE_LO] = int(g2 * 0.95 ** 2)
+        p[_P_N2_MOVE_HI] = int(g2 * 1.05 ** 2)
+        if not 0.0 < accel_band <= 0.10:
+            raise ValueError("accel_band must be in (0, 0.10]: update()'s range analysis assumes |f| <= 1.1 g")
+        p[_P_N2_ACC_LO] = int(g2 * (1.0 - accel_band) ** 2)
+        p[_P_N2_ACC_HI] = int(g2 * (1.0 + accel_band) ** 2)
+        p[_P_STILL_N] = max(1, int(still_s / dt_s))
+        p[_P_HOLD_N] = max(1, int(hold_s / dt_s))
+        sh = 0
+        while (1 << (sh + 1)) * dt_s <= bias_tau_s and sh < 16:
+            sh += 1
+        p[_P_BSHIFT_MAX] = sh
+        p[_P_SETTLE_BIAS_N] = max(1, int(settle_bias_s / dt_s))
+        p[_P_SETTLE_N] = max(1, int(settle_s / dt_s))
+        p[_P_BIAS_MAX] = int(min(bias_max_dps, 17.0) / 17.5e-3) << 14  # |bias| <= 2^10 LSB
+        p[_P_N2_INIT_MIN] = int(g2 * 0.25)
+        self._p = p
+        self._s = array.array("i", [0] * _S_LEN)
+        self._sc = array.array("i", [0, 0])  # sincos_q28 output
+        self.dt_s = dt_s
+        self.reset()
+
+    def reset(self):
+        """Forget attitude and bias: the next sample re-initialises from the accelerometer."""
+        s = self._s
+        for i in range(_S_LEN):
+            s[i] = 0
+        s[_S_QW] = _ONE_Q28
+        s[_S_GUIDE] = 0  # cos/sin cache holds guide angle 0
+        s[_S_GCOS] = _ONE_Q28
+        s[_S_FLAGS] = _F_SETTLING
+
+    # ---- flags and state ------------------------------------------------------------------------------
+    @property
+    def settling(self):
+        """True from boot until attitude and gyro bias have converged (needs a still period)."""
+        return bool(self._s[_S_FLAGS] & _F_SETTLING)
+
+    @property
+    def moving(self):
+        """True while the probe turns or accelerates (see the class docstring), and hold_s after."""
+        return bool(self._s[_S_FLAGS] & _F_MOVING)
+
+    @property
+    def still(self):
+        """True while the gyro bias is being learnt."""
+        return bool(self._s[_S_FLAGS] & _F_STILL)
+
+    @property
+    def accel_used(self):
+        """True if the last sample's accelerometer corrected the attitude."""
+        return bool(self._s[_S_FLAGS] & _F_ACCEL)
+
+    @property
+    def initialised(self):
+        return bool(self._s[_S_FLAGS] & _F_INIT)
+
+    def bias_q14(self, out):
+        """Gyro bias estimate, Q14 LSB (x, y, z) into out[0..2]."""
+        s = self._s
+        out[0] = s[_S_BX]
+        out[1] = s[_S_BY]
+        out[2] = s[_S_BZ]
+        return out
+
+    def quat_q28(self, out):
+        """Attitude quaternion (w, x, y, z), Q28, body -> world, into out[0..3]."""
+        s = self._s
+        out[0] = s[_S_QW]
+        out[1] = s[_S_QX]
+        out[2] = s[_S_QY]
+        out[3] = s[_S_QZ]
+        return out
+
+    def set_quat_q28(self, q):
+        """Set the attitude (any non-zero quaternion, |q_i| < 2^29; normalised here) and mark initialised."""
+        s = self._s
+        for i in range(4):
+            s[i] = q[i]
+        if not fixmath.quat_normalize_q28(s):
+            raise ValueError("zero quaternion")
+        s[_S_FLAGS] = s[_S_FLAGS] | _F_INIT
+
+    # ---- outputs (not per-sample work, but allocation-free) ------------------------------------------
+    @micropython.viper
+    def gravity_q28(self, out):
+        """g = R^T e_z, the world down axis in body coordinates, Q28, into out[0..2] (third row of R)."""
+        s = ptr32(self._s)
+        o = ptr32(out)
+        w = s[_S_QW]
+        if (w >> 31) > 0:
+            w = w - (_W16 << 16)
+        x = s[_S_QX]
+        if (x >> 31) > 0:
+            x = x - (_W16 << 16)
+        y = s[_S_QY]
+        if (y >> 31) > 0:
+            y = y - (_W16 << 16)
+        z = s[_S_QZ]
+        if (z >> 31) > 0:
+            z = z - (_W16 << 16)
+        o[0] = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
+        o[1] = (int(fixmath.mul_q28(y, z)) + int(fixmath.mul_q28(w, x))) << 1
+        o[2] = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
+                + int(fixmath.mul_q28(z, z)))
+        return out
+
+    @micropython.viper
+    def pitch_mdeg(self) -> int:
+        """Pitch theta (Z-Y-X Euler, mdeg, [-90000, 90000]): asin(-R31)."""
+        s = ptr32(self._s)
+        w = s[_S_QW]
+        if (w >> 31) > 0:
+            w = w - (_W16 << 16)
+        x = s[_S_QX]
+        if (x >> 31) > 0:
+            x = x - (_W16 << 16)
+        y = s[_S_QY]
+        if (y >> 31) > 0:
+            y = y - (_W16 << 16)
+        z = s[_S_QZ]
+        if (z >> 31) > 0:
+            z = z - (_W16 << 16)
+        r31 = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
+        return int(fixmath.asin_q28_mdeg(0 - r31))
+
+    @micropython.viper
+    def roll_mdeg(self) -> int:
+        """Roll phi (Z-Y-X Euler, mdeg, (-180000, 180000]): atan2(R32, R33)."""
+        s = ptr32(self._s)
+        w = s[_S_QW]
+        if (w >> 31) > 0:
+            w = w - (_W16 << 16)
+        x = s[_S_QX]
+        if (x >> 31) > 0:
+            x = x - (_W16 << 16)
+        y = s[_S_QY]
+        if (y >> 31) > 0:
+            y = y - (_W16 << 16)
+        z = s[_S_QZ]
+        if (z >> 31) > 0:
+            z = z - (_W16 << 16)
+        r32 = (int(fixmath.mul_q28(y, z)) + int(fixmath.mul_q28(w, x))) << 1
+        r33 = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
+               + int(fixmath.mul_q28(z, z)))
+        return int(fixmath.atan2_mdeg(r32, r33))
+
+    @micropython.viper
+    def needle_angle_mdeg(self, guide_angle_mdeg: int) -> int:
+        """Needle elevation below horizontal (mdeg, [-90000, 90000]): asin((R d).z) with the needle direction
+        d = (cos g, 0, sin g) in the body for guide angle g; equals g with the probe upright.
+        (R d).z = R31 cos g + R33 sin g; cos g and sin g are cached per guide angle."""
+        s = ptr32(self._s)
+        cached = s[_S_GUIDE]
+        if (cached >> 31) > 0:
+            cached = cached - (_W16 << 16)
+        if guide_angle_mdeg != cached:
+            fixmath.sincos_q28(guide_angle_mdeg, self._sc)
+            sc = ptr32(self._sc)
+            s[_S_GCOS] = sc[0]
+            s[_S_GSIN] = sc[1]
+            s[_S_GUIDE] = guide_angle_mdeg
+        c = s[_S_GCOS]
+        if (c >> 31) > 0:
+            c = c - (_W16 << 16)
+        sn = s[_S_GSIN]
+        if (sn >> 31) > 0:
+            sn = sn - (_W16 << 16)
+        w = s[_S_QW]
+        if (w >> 31) > 0:
+            w = w - (_W16 << 16)
+        x = s[_S_QX]
+        if (x >> 31) > 0:
+            x = x - (_W16 << 16)
+        y = s[_S_QY]
+        if (y >> 31) > 0:
+            y = y - (_W16 << 16)
+        z = s[_S_QZ]
+        if (z >> 31) > 0:
+            z = z - (_W16 << 16)
+        r31 = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
+        r33 = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
+               + int(fixmath.mul_q28(z, z)))
+        # |R31 cos + R33 sin| <= 1: a unit row dotted with a unit vector.
+        e = int(fixmath.mul_q28(r31, c)) + int(fixmath.mul_q28(r33, sn))
+        return int(fixmath.asin_q28_mdeg(e))
+
+    # ---- per-sample work -------------------------------------------------------------------------------
+    @micropython.viper
+    def _init_from_accel(self, ax: int, ay: int, az: int) -> int:
+        """Attitude (yaw 0) whose gravity matches the accelerometer: the shortest rotation taking the measured
+        down direction u = -a/|a| to e_z, or, with u pointing up, that rotation after a half turn about x
+        (the shortest arc is ill-conditioned near u = -e_z). Returns 0 if |a| is implausibly small."""
+        s = ptr32(self._s)
+        p = ptr32(self._p)
+        hx = ax >> 1
+        hy = ay >> 1
+        hz = az >> 1
+        n2 = hx * hx + hy * hy + hz * hz  # <= 3 * 2^28
+        if n2 < p[_P_N2_INIT_MIN]:
+            return 0
+        n = int(fixmath.isqrt(n2))  # |a| / 2, in [2^11, 2^15)
+        # u in Q15: a_i * 2^14 / (|a| / 2); |a_i| << 14 <= 2^29. Only the common scale carries n's error.
+        ux = (0 - (ax << 14)) // n
+        uy = (0 - (ay << 14)) // n
+        uz = (0 - (az << 14)) // n
+        if uz >= 0:
+            s[_S_QW] = 0x8000 + uz
+            s[_S_QX] = uy
+            s[_S_QY] = 0 - ux
+            s[_S_QZ] = 0
+        else:
+            s[_S_QW] = uy
+            s[_S_QX] = 0x8000 - uz
+            s[_S_QY] = 0
+            s[_S_QZ] = ux
+        fixmath.quat_normalize_q28(self._s)
+        return 1
+
+    @micropython.viper
+    def update(self, gx: int, gy: int, gz: int, ax: int, ay: int, az: int):
+        """One IMU sample: raw gyro and accel LSB in the body frame, dt fixed at construction. No allocation."""
+        s = ptr32(self._s)
+        p = ptr32(self._p)
+        if gx > _IN_MAX:
+            gx = _IN_MAX
+        elif gx < 0 - _IN_MAX:
+            gx = 0 - _IN_MAX
+        if gy > _IN_MAX:
+            gy = _IN_MAX
+        elif gy < 0 - _IN_MAX:
+            gy = 0 - _IN_MAX
+        if gz > _IN_MAX:
+            gz = _IN_MAX
+        elif gz < 0 - _IN_MAX:
+            gz = 0 - _IN_MAX
+        if ax > _IN_MAX:
+            ax = _IN_MAX
+        elif ax < 0 - _IN_MAX:
+            ax = 0 - _IN_MAX
+        if ay > _IN_MAX:
+            ay = _IN_MAX
+        elif ay < 0 - _IN_MAX:
+            ay = 0 - _IN_MAX
+        if az > _IN_MAX:
+            az = _IN_MAX
+        elif az < 0 - _IN_MAX:
+            az = 0 - _IN_MAX
+        flags = s[_S_FLAGS]
+        if not (flags & _F_INIT):
+            if int(self._init_from_accel(ax, ay, az)):
+                s[_S_FLAGS] = flags | _F_INIT | _F_SETTLING
+            return
+
+        # Bias-corrected rate, Q14 LSB: |g << 14| <= 2^29 - 2^14, |bias| <= 2^24.
+        bx = s[_S_BX]
+        if (bx >> 31) > 0:
+            bx = bx - (_W16 << 16)
+        by = s[_S_BY]
+        if (by >> 31) > 0:
+            by = by - (_W16 << 16)
+        bz = s[_S_BZ]
+        if (bz >> 31) > 0:
+            bz = bz - (_W16 << 16)
+        wx = (gx << 14) - bx
+        wy = (gy << 14) - by
+        wz = (gz << 14) - bz
+        m = wx
+        if m < 0:
+            m = 0 - m
+        if wy > m:
+            m = wy
+        elif 0 - wy > m:
+            m = 0 - wy
+        if wz > m:
+            m = wz
+        elif 0 - wz > m:
+            m = 0 - wz
+        hx = ax >> 1
+        hy = ay >> 1
+        hz = az >> 1
+        n2 = hx * hx + hy * hy + hz * hz  # |a/2|^2 <= 3 * 2^28
+
+        # Stillness feeds the bias average: the rate is then the bias plus noise.
+        still_n = s[_S_STILL_N]
+        if m < p[_P_STILL_W] and p[_P_N2_STILL_LO] < n2 and n2 < p[_P_N2_STILL_HI]:
+            if still_n < _CAP:
+                still_n += 1
+        else:
+            still_n = 0
+        s[_S_STILL_N] = still_n
+        bias_n = s[_S_BIAS_N]
+        flags = flags & (0 - 1 - _F_STILL - _F_MOVING - _F_ACCEL)
+        if still_n >= p[_P_STILL_N]:
+            flags = flags | _F_STILL
+            sh = s[_S_BSHIFT]
+            bmax = p[_P_BIAS_MAX]
+            bx = bx + (wx >> sh)  # |w| < still threshold here
+            if bx > bmax:
+                bx = bmax
+            elif bx < 0 - bmax:
+                bx = 0 - bmax
+            by = by + (wy >> sh)
+            if by > bmax:
+                by = bmax
+            elif by < 0 - bmax:
+                by = 0 - bmax
+            bz = bz + (wz >> sh)
+            if bz > bmax:
+                bz = bmax
+            elif bz < 0 - bmax:
+                bz = 0 - bmax
+            s[_S_BX] = bx
+            s[_S_BY] = by
+            s[_S_BZ] = bz
+            if bias_n < _CAP:
+                bias_n += 1
+                s[_S_BIAS_N] = bias_n
+            if bias_n >= (1 << sh) and sh < p[_P_BSHIFT_MAX]:
+                s[_S_BSHIFT] = sh + 1
+
+        hold = s[_S_HOLD]
+        if m > p[_P_MOVE_W] or n2 < p[_P_N2_MOVE_LO] or n2 > p[_P_N2_MOVE_HI]:
+            hold = p[_P_HOLD_N]
+        elif hold > 0:
+            hold -= 1
+        s[_S_HOLD] = hold
+        if hold > 0:
+            flags = flags | _F_MOVING
+
+        n = s[_S_SAMPLES]
+        if n < _CAP:
+            n += 1
+            s[_S_SAMPLES] = n
+        if flags & _F_SETTLING:
+            if bias_n >= p[_P_SETTLE_BIAS_N] and n >= p[_P_SETTLE_N]:
+                flags = flags & (0 - 1 - _F_SETTLING)
+
+        kp = 0
+        if p[_P_N2_ACC_LO] < n2 and n2 < p[_P_N2_ACC_HI] and m < p[_P_REJECT_W]:
+            flags = flags | _F_ACCEL
+            if flags & _F_SETTLING:
+                kp = p[_P_KP_SETTLE]
+            elif flags & _F_MOVING:
+                kp = p[_P_KP_MOVE]
+            else:
+                kp = p[_P_KP_STILL]
+        s[_S_FLAGS] = flags
+
+        # Gyro half-angle, Q28 rad: w = wi * 2^14 + wf split so each product stays below 2^29.1.
+        kg = p[_P_KG]
+        gsh = p[_P_GSH]
+        hx = ((wx >> 14) * kg + (((wx & 0x3FFF) * kg) >> 14)) >> gsh
+        hy = ((wy >> 14) * kg + (((wy & 0x3FFF) * kg) >> 14)) >> gsh
+        hz = ((wz >> 14) * kg + (((wz & 0x3FFF) * kg) >> 14)) >> gsh
+
+        qw = s[_S_QW]
+        if (qw >> 31) > 0:
+            qw = qw - (_W16 << 16)
+        qx = s[_S_QX]
+        if (qx >> 31) > 0:
+            qx = qx - (_W16 << 16)
+        qy = s[_S_QY]
+        if (qy >> 31) > 0:
+            qy = qy - (_W16 << 16)
+        qz = s[_S_QZ]
+        if (qz >> 31) > 0:
+            qz = qz - (_W16 << 16)
+
+        if kp:
+            # Gravity estimate g_est = R^T e_z in Q14 from rounded Q14 halves of q; the error is
+            # e = (-a) x g_est = g_est x a (accel LSB * Q14); |a_i| <= 1.1 g = 9017 LSB was checked above.
+            rw = (qw + 0x2000) >> 14
+            rx = (qx + 0x2000) >> 14
+            ry = (qy + 0x2000) >> 14
+            rz = (qz + 0x2000) >> 14
+            gex = (rx * rz - rw * ry) >> 13
+            gey = (ry * rz + rw * rx) >> 13
+            gez = (rw * rw - rx * rx - ry * ry + rz * rz) >> 14
+            ex = gey * az - gez * ay
+            ey = gez * ax - gex * az
+            ez = gex * ay - gey * ax
+            hx = hx + (((ex >> 11) * kp) >> 7)
+            hy = hy + (((ey >> 11) * kp) >> 7)
+            hz = hz + (((ez >> 11) * kp) >> 7)
+            # |h|^2 must stay within one renormalisation step's reach (4.9e-4) whatever the gains; the gyro alone
+            # is at most 0.0108 rad per axis (517 deg/s at 416 Hz), so only the correction is ever clipped.
+            if hx > _H_MAX:
+                hx = _H_MAX
+            elif hx < 0 - _H_MAX:
+                hx = 0 - _H_MAX
+            if hy > _H_MAX:
+                hy = _H_MAX
+            elif hy < 0 - _H_MAX:
+                hy = 0 - _H_MAX
+            if hz > _H_MAX:
+                hz = _H_MAX
+            elif hz < 0 - _H_MAX:
+                hz = 0 - _H_MAX
+
+        # q += q (x) (0, h), every Q28 x Q28 product split into 14-bit halves: q = qh * 2^14 + ql,
+        # h = hh * 2^14 + hl; q h / 2^28 = qh hh + (qh hl + ql hh) >> 14 (ql hl / 2^28 < 1 dropped).
+        qwh = qw >> 14
+        qwl = qw & 0x3FFF
+        qxh = qx >> 14
+        qxl = qx & 0x3FFF
+        qyh = qy >> 14
+        qyl = qy & 0x3FFF
+        qzh = qz >> 14
+        qzl = qz & 0x3FFF
+        hxh = hx >> 14
+        hxl = hx & 0x3FFF
+        hyh = hy >> 14
+        hyl = hy & 0x3FFF
+        hzh = hz >> 14
+        hzl = hz & 0x3FFF
+        dw = (0 - qxh * hxh - qyh * hyh - qzh * hzh
+              + ((0 - qxh * hxl - qxl * hxh - qyh * hyl - qyl * hyh - qzh * hzl - qzl * hzh) >> 14))
+        dx = (qwh * hxh + qyh * hzh - qzh * hyh
+              + ((qwh * hxl + qwl * hxh + qyh * hzl + qyl * hzh - qzh * hyl - qzl * hyh) >> 14))
+        dy = (qwh * hyh - qxh * hzh + qzh * hxh
+              + ((qwh * hyl + qwl * hyh - qxh * hzl - qxl * hzh + qzh * hxl + qzl * hxh) >> 14))
+        dz = (qwh * hzh + qxh * hyh - qyh * hxh
+              + ((qwh * hzl + qwl * hzh + qxh * hyl + qxl * hyh - qyh * hxl - qyl * hxh) >> 14))
+        qw = qw + dw
+        qx = qx + dx
+        qy = qy + dy
+        qz = qz + dz
+
+        # Newton step back to |q| = 1 (as fixmath.quat_renorm_step_q28): the step above grew |q|^2 by |h|^2,
+        # at most 4.6e-4 (full scale on every axis at 416 Hz) or 4.1e-4 (the clamp): within the step's 4.9e-4.
+        vh = qw >> 14
+        n2 = vh * vh + ((vh * (qw & 0x3FFF)) >> 13)
+        vh = qx >> 14
+        n2 = n2 + vh * vh + ((vh * (qx & 0x3FFF)) >> 13)
+        vh = qy >> 14
+        n2 = n2 + vh * vh + ((vh * (qy & 0x3FFF)) >> 13)
+        vh = qz >> 14
+        n2 = n2 + vh * vh + ((vh * (qz & 0x3FFF)) >> 13)
+        e = (_ONE_Q28 - n2) >> 2  # half the norm error, in units of 2^-27
+        if e > 0x8000:
+            e = 0x8000
+        elif e < -0x8000:
+            e = -0x8000
+        s[_S_QW] = qw + (((qw >> 14) * e) >> 13)
+        s[_S_QX] = qx + (((qx >> 14) * e) >> 13)
+        s[_S_QY] = qy + (((qy >> 14) * e) >> 13)
+        s[_S_QZ] = qz + (((qz >> 14) * e) >> 13)
