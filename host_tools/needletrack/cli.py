@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from needletrack import __version__, protocol
@@ -55,6 +59,91 @@ def _print_samples(samples: list[protocol.Sample]) -> None:
                       _fmt(s.guide_angle_deg, "deg"), _fmt(s.depth_mm, "mm"), _fmt(s.tip_depth_mm, "mm"),
                       _fmt(s.pitch_deg, "deg"), _fmt(s.roll_deg, "deg"), " ".join(s.flag_names))
     console.print(table)
+
+
+@main.group("sim")
+def sim_group() -> None:
+    """The virtual probe: the unchanged firmware on MicroPython with emulated sensors."""
+
+
+@sim_group.command("list")
+def sim_list() -> None:
+    """The scenario library."""
+    from needletrack.sim import scenario
+
+    table = Table("scenario", "duration", "description")
+    for name in scenario.library():
+        sc = scenario.load(name)
+        table.add_row(name, f"{sc.duration_s:g} s", sc.description)
+    console.print(table)
+
+
+def _run_scenario(name: str, record: Path | None, realtime: bool, rate: int, workdir: Path | None):
+    from needletrack.sim import runner, scenario
+
+    try:
+        sc = scenario.load(name)
+    except scenario.ScenarioError as e:
+        raise click.ClickException(str(e)) from None
+    work = workdir or Path(tempfile.mkdtemp(prefix="needletrack-sim-"))
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:g} s"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"{sc.name} on the virtual probe", total=sc.duration_s)
+        try:
+            summary = runner.run(sc, work, realtime=realtime, record=record, rate_hz=rate,
+                                 on_progress=lambda t: progress.update(task, completed=min(t, sc.duration_s)))
+        except (runner.VirtualProbeError, FileExistsError) as e:
+            raise click.ClickException(str(e)) from None
+    return sc, summary
+
+
+def _print_summary(summary) -> None:
+    table = Table("", "", title="virtual probe session", show_header=False)
+    table.add_row("device", summary.banner)
+    table.add_row("samples", f"{summary.samples} ({summary.gaps} gaps)")
+    rate = summary.samples / summary.last_device_s if summary.last_device_s else 0.0
+    table.add_row("rate", f"{rate:.1f} samples/s of device time")
+    table.add_row("wall time", f"{summary.wall_s:.1f} s for {summary.last_device_s:.1f} s of device time")
+    for key, unit in (("needle_angle_deg", "deg"), ("depth_mm", "mm"), ("tip_depth_mm", "mm")):
+        if key in summary.errors:
+            table.add_row(f"RMS error, {key.rsplit('_', 1)[0].replace('_', ' ')}", f"{summary.errors[key]:.3f} {unit}")
+    for line in summary.log:
+        if line.startswith("# fault"):
+            table.add_row("fault", line[2:])
+    console.print(table)
+
+
+@sim_group.command("run")
+@click.argument("scenario_name", metavar="SCENARIO")
+@click.option("--record", "record", type=click.Path(path_type=Path), help="Write the session recording here.")
+@click.option("--realtime", is_flag=True, help="Pace the virtual probe by the host clock (live use).")
+@click.option("--rate", default=200, show_default=True, help="Output sample rate configured on the device, Hz.")
+@click.option("--workdir", type=click.Path(path_type=Path), help="Keep the virtual probe's files here.")
+def sim_run(scenario_name: str, record: Path | None, realtime: bool, rate: int, workdir: Path | None) -> None:
+    """Run SCENARIO (a library name or a JSON file) through the virtual probe to its end."""
+    _, summary = _run_scenario(scenario_name, record, realtime, rate, workdir)
+    _print_summary(summary)
+    if record is not None:
+        console.print(f"recording: {record}")
+
+
+@main.command("demo")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
+@click.option("--scenario", "scenario_name", default="dry_needling", show_default=True)
+def demo(out: Path, scenario_name: str) -> None:
+    """A dry-needling session on the virtual probe: recording, accuracy against truth, and a plot."""
+    from needletrack import plots, recording
+
+    session_dir = out / time.strftime("session-%Y%m%d-%H%M%S")
+    sc, summary = _run_scenario(scenario_name, session_dir / "recording", False, 200, session_dir / "virtual-probe")
+    _print_summary(summary)
+    rec = recording.load(session_dir / "recording")
+    png = plots.session_overview(rec, session_dir / "overview.png",
+                                 f"{sc.name}: {sc.description}")
+    console.print(f"[bold green]output:[/] {session_dir}")
+    console.print(f"  recording  {session_dir / 'recording'} (samples.csv, events.csv, truth.csv, session.json)")
+    console.print(f"  plot       {png}")
 
 
 if __name__ == "__main__":
