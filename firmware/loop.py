@@ -107,8 +107,11 @@ class SamplingLoop:
         for j in range(n):
             t = time.ticks_add(t_read, -(n - 1 - j) * IMU_PERIOD_US)
             emitted += self._imu_sample(j, t)
-        if n < WATERMARK_PAIRS:
-            time.sleep_us((WATERMARK_PAIRS - n) * IMU_PERIOD_US)
+        # Wait for the next batch: what the FIFO still lacks of a watermark's worth, less the time spent here.
+        missing = WATERMARK_PAIRS - n if n < WATERMARK_PAIRS else WATERMARK_PAIRS
+        wait = missing * IMU_PERIOD_US - time.ticks_diff(time.ticks_us(), t_read)
+        if wait > 0:
+            time.sleep_us(wait)
         return emitted
 
     def _imu_sample(self, j, t):

@@ -119,6 +119,7 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
     unwrap = Unwrapper()
     clock = ClockMapper()
     t0 = time.monotonic()
+    last_seq: int | None = None
     sq: dict[str, float] = {}
     counts: dict[str, int] = {}
     try:
@@ -137,18 +138,20 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
                 dev = np.array([unwrap(s.device_time_us) / 1e6 for s in samples])
                 summary.samples += len(samples)
                 summary.last_device_s = float(dev[-1])
-                if writer is not None:
-                    tr = feed.truth(sc, fd.attitude_keyframes, dev)
-                    for s, d, i in zip(samples, dev, range(len(samples)), strict=True):
-                        host = d
-                        if realtime:
-                            clock.observe(d, arrival)
-                            host = clock.to_host(d)
-                        writer.add_sample(s, d, host)
-                        writer.add_truth(d, *(float(tr[k][i]) for k in ("needle_angle_deg", "guide_angle_deg",
-                                                                      "depth_mm", "tip_depth_mm", "pitch_deg",
-                                                                      "roll_deg")))
-                        _accumulate(sq, counts, s, tr, i)
+                tr = feed.truth(sc, fd.attitude_keyframes, dev)
+                for i, (s, d) in enumerate(zip(samples, dev, strict=True)):
+                    if last_seq is not None and (s.seq - last_seq) % 65536 != 1:
+                        summary.gaps += 1
+                    last_seq = s.seq
+                    _accumulate(sq, counts, s, tr, i)
+                    if writer is None:
+                        continue
+                    host = d
+                    if realtime:
+                        clock.observe(d, arrival)
+                        host = clock.to_host(d)
+                    writer.add_sample(s, d, host)
+                    writer.add_truth(d, *(float(tr[k][i]) for k in TRUTH_ORDER))
                 if on_samples is not None:
                     on_samples(samples, dev)
                 if on_progress is not None:
@@ -156,9 +159,8 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
             summary.returncode = proc.wait()
     finally:
         summary.wall_s = time.monotonic() - t0
+        summary.errors = {k: math.sqrt(sq[k] / counts[k]) for k in sq if counts[k]}
         if writer is not None:
-            summary.gaps = writer.gaps
-            summary.errors = {k: math.sqrt(sq[k] / counts[k]) for k in sq if counts[k]}
             writer.close(banner=summary.banner, samples_rms_error=summary.errors)
     if summary.returncode != 0 or not summary.banner:
         tail = "\n".join(summary.log[-20:])
@@ -166,13 +168,13 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
     return summary
 
 
-_COMPARED = {"needle_angle_deg": "needle_angle_deg", "depth_mm": "depth_mm", "pitch_deg": "pitch_deg",
-             "roll_deg": "roll_deg", "tip_depth_mm": "tip_depth_mm"}
+TRUTH_ORDER = ("needle_angle_deg", "guide_angle_deg", "depth_mm", "tip_depth_mm", "pitch_deg", "roll_deg")
+_COMPARED = ("needle_angle_deg", "depth_mm", "tip_depth_mm", "pitch_deg", "roll_deg")
 
 
 def _accumulate(sq: dict[str, float], counts: dict[str, int], s: Sample, tr: dict[str, np.ndarray], i: int) -> None:
-    for attr, key in _COMPARED.items():
-        v = getattr(s, attr)
+    for key in _COMPARED:
+        v = getattr(s, key)
         if v is None:
             continue
         sq[key] = sq.get(key, 0.0) + (v - float(tr[key][i])) ** 2

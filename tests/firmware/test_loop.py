@@ -1,0 +1,242 @@
+# The sampling loop with the real drivers on the virtual board: rate, time stamps, values, faults, allocation.
+# mp-heapsize: 4M
+import micropython
+import machine
+import time
+import vboard
+import vclock
+import depth_model
+import packet
+from attitude import Attitude
+from depth import DepthEstimator
+from drivers.lsm6dsox import LSM6DSOX
+from drivers.tmag5273 import TMAG5273
+from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop
+from lsm6dsox_emu import LSM6DSOXEmu
+from ring import SampleRing
+from tmag5273_emu import TMAG5273Emu
+from mptest import eq, near
+
+G = 8197  # LSB per g at +-4 g
+BIAS = 29  # 0.5 dps in LSB at +-500 dps
+
+
+class ImuAtRest:
+    # A probe resting straight down with a gyro bias and a few LSB of noise (integer LCG: allocation-free).
+    def __init__(self):
+        self.seed = 12345
+        self.burst_at = -1
+
+    def _noise(self):
+        self.seed = (self.seed * 1103515245 + 12345) & 0x3FFFFFFF
+        return ((self.seed >> 12) & 31) - 16
+
+    def __call__(self, t_us, out):
+        out[0] = BIAS + self._noise()
+        out[1] = -BIAS + self._noise()
+        out[2] = self._noise()
+        out[3] = self._noise()
+        out[4] = self._noise()
+        out[5] = -G + self._noise()
+        if self.burst_at >= 0 and self.burst_at <= t_us < self.burst_at + 60000:
+            # a crude twitch: 0.4 g square pulses along the probe axis at 25 Hz
+            out[5] += 3280 if ((t_us - self.burst_at) // 20000) % 2 == 0 else -3280
+
+
+class HallAt:
+    # The carriage magnet fixed at p_mm, seen by a sensor at s_mm (dipole model), in nT and mdegC.
+    def __init__(self, p_mm, s_mm):
+        bx, bz = depth_model.field_mt(p_mm, s_mm)
+        self.bx = int(bx * 1e6)
+        self.bz = int(bz * 1e6)
+        self.n = 0
+
+    def __call__(self, t_us, out):
+        self.n = (self.n + 7) % 13
+        out[0] = self.bx + (self.n - 6) * 2000  # +-12 uT of deterministic ripple
+        out[1] = 0
+        out[2] = self.bz - (self.n - 6) * 2000
+        out[3] = 25000
+
+
+def _rig(depth_mm=20.0, start_us=0):
+    vboard.reset()
+    vclock.reset(start_us)
+    vboard.board.now_us = start_us
+    vboard.board.clock = vclock.now_us
+    imu_src = ImuAtRest()
+    emus = (LSM6DSOXEmu(0x6A, imu_src), TMAG5273Emu("A1", source=HallAt(depth_mm, depth_model.S_A_MM)),
+            TMAG5273Emu("B1", source=HallAt(depth_mm, depth_model.S_B_MM)))
+    for e in emus:
+        vboard.attach(0, e, e.addr)
+    i2c = machine.I2C(0, scl=machine.Pin(6), sda=machine.Pin(5), freq=1000000)
+    imu = LSM6DSOX(i2c, 0x6A, watermark=2 * WATERMARK_PAIRS, max_words=2 * MAX_PAIRS)
+    halls = (TMAG5273(i2c, 0x35), TMAG5273(i2c, 0x22))
+    est = DepthEstimator()
+    est.load(depth_model.calibration())
+    ring = SampleRing(256)
+    loop = SamplingLoop(imu, halls, Attitude(), est, ring, Config(guide_mdeg=30000, rate_hz=200, sin_g_q14=8192))
+    return loop, ring, imu_src, emus
+
+
+class Collected:
+    def __init__(self):
+        self.seq = []
+        self.t = []
+        self.needle = []
+        self.depth = []
+        self.flags = []
+
+
+def _i16(b, i):
+    v = b[i] | b[i + 1] << 8
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def _drain(ring, got):
+    out = bytearray(20 * 12)
+    while True:
+        n = ring.drain_into(out, 12)
+        if not n:
+            return
+        for k in range(n):
+            o = k * 20
+            got.seq.append(out[o] | out[o + 1] << 8)
+            got.t.append(out[o + 2] | out[o + 3] << 8 | out[o + 4] << 16 | out[o + 5] << 24)
+            got.needle.append(_i16(out, o + 6))
+            got.depth.append(_i16(out, o + 10))
+            got.flags.append(out[o + 18] | (out[o + 19] & 0x0F) << 8)
+
+
+def _run_for(loop, ring, got, seconds):
+    end = vclock.now_us() + int(seconds * 1e6)
+    while vclock.now_us() < end:
+        loop.step()
+        _drain(ring, got)
+
+
+def test_output_rate_time_stamps_and_values_at_rest():
+    loop, ring, _, _ = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 3.0)
+    n = len(got.seq)
+    assert 596 <= n <= 602, n  # 200 Hz of the chip's 833.375 Hz
+    for i in range(1, n):
+        eq((got.seq[i] - got.seq[i - 1]) & 0xFFFF, 1, "seq step")
+        dt = time.ticks_diff(got.t[i], got.t[i - 1])
+        assert 3500 <= dt <= 6100, dt  # one sample every 4.17-6 IMU periods
+    span = time.ticks_diff(got.t[-1], got.t[0])
+    near(span / (n - 1), 5000, 15, "mean sample spacing (us)")
+    settled = [i for i in range(n) if not got.flags[i] & packet.F_SETTLING]
+    assert settled and settled[0] < 300, "attitude still settling after 1.5 s"
+    for i in settled:
+        near(got.needle[i], 3000, 30, "needle angle (cdeg) at rest")
+        near(got.depth[i], 2000, 20, "depth (d10um) at 20 mm")
+        eq(got.flags[i] & (packet.F_IMU_FAULT | packet.F_HALL_FAULT | packet.F_STALE | packet.F_DEPTH_INVALID), 0)
+
+
+def _steady(loop, ring, out, seconds):
+    end = vclock.now_us() + seconds * 1000000
+    micropython.heap_lock()
+    try:
+        while vclock.now_us() < end:
+            loop.step()
+            ring.drain_into(out, 12)
+    finally:
+        micropython.heap_unlock()
+
+
+def test_steady_state_allocates_nothing():
+    loop, ring, _, _ = _rig(30.0)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)  # boot transients (first FIFO batches, settling) may allocate
+    out = bytearray(240)
+    before = loop.samples
+    _steady(loop, ring, out, 30)  # MemoryError under heap_lock on any allocation
+    made = loop.samples - before
+    assert 5990 <= made <= 6010, made  # 30 s at 200 Hz, every sample produced with the heap locked
+
+
+def test_unplugged_imu_is_flagged_paced_and_recovers():
+    loop, ring, _, emus = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 2.0)
+    vboard.detach(0, 0x6A)
+    start = len(got.seq)
+    _run_for(loop, ring, got, 1.0)
+    lost = got.flags[start + 5:]
+    assert len(lost) >= 180, len(lost)  # still ~200 samples/s with the IMU gone
+    for i in range(start + 5, len(got.seq)):
+        eq(got.flags[i] & (packet.F_IMU_FAULT | packet.F_STALE), packet.F_IMU_FAULT | packet.F_STALE)
+        eq(got.needle[i], packet.NA, "needle angle while the IMU is gone")
+        near(got.depth[i], 2000, 20, "depth keeps coming")
+    vboard.attach(0, emus[0], 0x6A)
+    back = len(got.seq)
+    _run_for(loop, ring, got, 2.0)
+    tail = range(back + 250, len(got.seq))
+    assert len(tail) > 100
+    for i in tail:
+        eq(got.flags[i] & packet.F_IMU_FAULT, 0, "IMU fault cleared")
+        near(got.needle[i], 3000, 60, "needle angle back")
+
+
+def test_unplugged_needle_sensor_gives_no_depth_and_recovers():
+    loop, ring, _, emus = _rig(20.0)  # at 20 mm only sensor A sees the magnet within its table
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+    vboard.detach(0, 0x35)
+    start = len(got.seq)
+    _run_for(loop, ring, got, 1.0)
+    for i in range(start + 3, len(got.seq)):
+        eq(got.flags[i] & (packet.F_HALL_FAULT | packet.F_DEPTH_INVALID), packet.F_HALL_FAULT | packet.F_DEPTH_INVALID)
+        eq(got.depth[i], packet.NA, "depth while its sensor is gone")
+    vboard.attach(0, emus[1], 0x35)
+    back = len(got.seq)
+    _run_for(loop, ring, got, 1.5)
+    for i in range(back + 150, len(got.seq)):
+        eq(got.flags[i] & (packet.F_HALL_FAULT | packet.F_DEPTH_INVALID), 0, "needle sensor back")
+        near(got.depth[i], 2000, 20)
+
+
+def test_stuck_imu_data_is_a_fault():
+    loop, ring, src, _ = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+
+    def frozen(t_us, out):
+        out[0] = 1
+        out[1] = 2
+        out[2] = 3
+        out[3] = 4
+        out[4] = 5
+        out[5] = -G
+
+    vboard.bus(0).devices[0x6A].source = frozen
+    start = len(got.seq)
+    _run_for(loop, ring, got, 0.5)
+    assert any(f & packet.F_IMU_FAULT for f in got.flags[start:]), "stuck data not flagged"
+
+
+def test_a_twitch_sets_the_flag_on_one_sample():
+    loop, ring, src, _ = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 2.0)
+    src.burst_at = vclock.now_us() + 200000
+    start = len(got.seq)
+    _run_for(loop, ring, got, 1.0)
+    hits = [i for i in range(start, len(got.seq)) if got.flags[i] & packet.F_TWITCH]
+    eq(len(hits), 1, "samples flagged TWITCH")
+    assert time.ticks_diff(got.t[hits[0]], src.burst_at) < 60000, "twitch reported late"
+
+
+def test_time_stamps_cross_the_tick_wrap():
+    loop, ring, _, _ = _rig(20.0, (1 << 30) - 1500000)  # ticks_us() wraps 1.5 s in
+    got = Collected()
+    _run_for(loop, ring, got, 3.0)
+    wrapped = [i for i in range(1, len(got.t)) if got.t[i] < got.t[i - 1]]
+    eq(len(wrapped), 1, "wraps seen")
+    i = wrapped[0]
+    dt = time.ticks_diff(got.t[i], got.t[i - 1])
+    assert 3500 <= dt <= 6100, dt
+    for k in range(i + 1, len(got.seq)):
+        eq(got.flags[k] & (packet.F_IMU_FAULT | packet.F_STALE), 0, "no fault from the wrap")
