@@ -199,7 +199,7 @@ def test_unplugged_needle_sensor_gives_no_depth_and_recovers():
 
 
 def test_stuck_imu_data_is_a_fault():
-    loop, ring, src, _ = _rig(20.0)
+    loop, ring, _, _ = _rig(20.0)
     got = Collected()
     _run_for(loop, ring, got, 1.0)
 

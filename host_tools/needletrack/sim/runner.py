@@ -99,6 +99,7 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
         on_samples: Callable[[list[Sample], np.ndarray], None] | None = None) -> RunSummary:
     """Run sc to its end. on_progress gets the device time reached (s); on_samples each decoded batch with its
     unwrapped device times (s)."""
+    work = work.resolve()  # the virtual probe changes its directory to its own "/": give it absolute paths
     work.mkdir(parents=True, exist_ok=True)
     flash = work / "flash"
     if flash.exists():

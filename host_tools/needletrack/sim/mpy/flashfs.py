@@ -9,6 +9,9 @@ import vfs
 
 class DeviceFS:
     def __init__(self, root, capacity_bytes=2 * 1024 * 1024, block_size=4096):
+        if not root.startswith("/"):
+            # Host paths are resolved after the mount moves the working directory to the device's "/".
+            raise ValueError("flash directory must be an absolute host path: %s" % root)
         self.root = root.rstrip("/")
         self.fs = vfs.VfsPosix(self.root)
         self.raw = vfs.VfsPosix()
