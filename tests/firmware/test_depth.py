@@ -7,6 +7,9 @@ import micropython
 
 import depth
 import depth_model as m
+import rangecheck
+from rangecheck import LIMIT, C as R
+from rangecheck import _v
 from mptest import eq, near, raises
 
 INV = depth.INVALID
@@ -325,85 +328,14 @@ def test_update_does_not_allocate():
 
 # ---- 31-bit range: every intermediate of update() with input-derived values is checked ----
 
-LIMIT = 1 << 30
-_seen = [0]
-
-
-def _chk(v):
-    if v >= LIMIT or v <= -LIMIT:
-        raise AssertionError("intermediate %d outside +-2^30" % v)
-    if abs(v) > _seen[0]:
-        _seen[0] = abs(v)
-    return R(v)
-
-
-def _v(o):
-    return o.v if isinstance(o, R) else o
-
-
-class R:
-    """An int that checks the result of every operation against the 31-bit small-int range."""
-
-    def __init__(self, v):
-        self.v = v
-
-    def __add__(self, o):
-        return _chk(self.v + _v(o))
-
-    def __radd__(self, o):
-        return _chk(o + self.v)
-
-    def __sub__(self, o):
-        return _chk(self.v - _v(o))
-
-    def __rsub__(self, o):
-        return _chk(o - self.v)
-
-    def __mul__(self, o):
-        return _chk(self.v * _v(o))
-
-    def __rmul__(self, o):
-        return _chk(o * self.v)
-
-    def __floordiv__(self, o):
-        return _chk(self.v // _v(o))
-
-    def __rfloordiv__(self, o):
-        return _chk(o // self.v)
-
-    def __rshift__(self, o):
-        return _chk(self.v >> _v(o))
-
-    def __lshift__(self, o):
-        return _chk(self.v << _v(o))
-
-    def __neg__(self):
-        return _chk(-self.v)
-
-    def __lt__(self, o):
-        return self.v < _v(o)
-
-    def __le__(self, o):
-        return self.v <= _v(o)
-
-    def __gt__(self, o):
-        return self.v > _v(o)
-
-    def __ge__(self, o):
-        return self.v >= _v(o)
-
-    def __eq__(self, o):
-        return self.v == _v(o)
-
-    def __ne__(self, o):
-        return self.v != _v(o)
+# Checked ints (tests/firmware/rangecheck.py): every operation on them must stay inside +-2^30.
 
 
 def _checked_atan2(y, x):
     y = _v(y)
     x = _v(x)
     assert abs(y) <= 1 << 29 and abs(x) <= 1 << 29, "atan2_mdeg input outside its documented range"
-    return R(_real_atan2[0](y, x))
+    return R(_real_atan2[0](y, x), "atan2_mdeg")
 
 
 _real_atan2 = [depth.atan2_mdeg]
@@ -432,6 +364,7 @@ def _extreme_cals():
 
 
 def test_range_every_intermediate_within_31_bits():
+    rangecheck.reset_peak()
     vals = (-32768, -32767, -32000, -31999, -20000, -1000, -1, 0, 1, 1000, 20000, 31999, 32000, 32767)
     temps = (-100000, -4000, 2000, 12500, 100000)
     depth.atan2_mdeg = _checked_atan2
@@ -460,5 +393,6 @@ def test_range_every_intermediate_within_31_bits():
                     n += 1
     finally:
         depth.atan2_mdeg = _real_atan2[0]
-    print("%d updates checked; largest intermediate %d (2^%.2f)" % (n, _seen[0], math.log(_seen[0]) / math.log(2)))
-    assert _seen[0] < LIMIT
+    peak = rangecheck.PEAK[0]
+    print("%d updates checked; largest intermediate %d (2^%.2f)" % (n, peak, math.log(peak) / math.log(2)))
+    assert peak < LIMIT
