@@ -95,3 +95,17 @@ def test_cli_runs_a_scenario_file_and_refuses_a_bad_one(tmp_path):
     assert "guide_angle_deg" in res.output
     res = CliRunner().invoke(main, ["sim", "run", str(good), "--record", str(tmp_path / "rec")])
     assert res.exit_code != 0 and "never overwritten" in res.output
+
+
+@pytest.mark.slow
+def test_twenty_minute_session_across_the_device_tick_wrap(tmp_path):
+    sc = scenario.load("long_session_20min")
+    summary = runner.run(sc, tmp_path / "work", record=tmp_path / "rec")
+    rec = recording.load(tmp_path / "rec")
+    t = rec.samples["device_time_s"]
+    assert t[-1] > (1 << 30) / 1e6 + 60  # well past the wrap at 1073.74 s
+    assert np.all(np.diff(t) > 0) and np.max(np.diff(t)) < 0.0075
+    assert summary.gaps == 0
+    assert summary.errors["depth_mm"] < 0.2
+    twitches = [w for w, k, _ in rec.events if k == "twitch"]
+    assert len(twitches) == 1 and abs(twitches[0] - 1073.9) < 0.1  # right across the wrap
