@@ -78,6 +78,7 @@ class SamplingLoop:
         self.extra_flags = 0  # set by the owner: UNCALIBRATED, LOW_BATTERY
         self.overruns = 0
         self.samples = 0
+        self.last_flags = 0
 
     # -- one step ----------------------------------------------------------------------------------------
 
@@ -239,6 +240,7 @@ class SamplingLoop:
                            depth, tip, pitch, roll, f)
         self.seq = (self.seq + 1) & 0xFFFF
         self.samples += 1
+        self.last_flags = f
         self.last_out = t
 
     # -- the IMU down ------------------------------------------------------------------------------------------

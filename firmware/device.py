@@ -1,0 +1,170 @@
+# The device: the board's pin map, the sensors, the stored configuration and calibration, the estimators, the
+# sampling loop and its links, and what control commands act on.
+#
+# Boot banner (one line, parsed by `needletrack flash` and the QA suite):
+#   NeedleTrack <version> board=<name> micropython=<x.y.z> imu=<ok|missing> hall_a=<..> hall_b=<..>
+#     cal=<factory|id hex> config=<store status>
+import gc
+import math
+import sys
+import time
+
+import machine
+
+import boards
+import packet
+import store
+from attitude import Attitude
+from battery import Battery
+from control import Control
+from depth import DepthEstimator
+from drivers.lsm6dsox import LSM6DSOX
+from drivers.tmag5273 import TMAG5273
+from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop
+from ring import SampleRing
+
+VERSION = "0.1.0"
+WDT_TIMEOUT_MS = 2000
+STATUS_EVERY_MS = 1000
+
+
+def _probe(drv):
+    # A sensor missing at boot is reported, flagged, and re-probed by the loop until it answers; not fatal.
+    try:
+        drv.init()
+        return "ok"
+    except OSError as e:
+        print("#", e)
+        return "missing"
+
+
+def loop_config(cfg):
+    nogo = cfg["nogo_depth_um"]
+    return Config(
+        guide_mdeg=cfg["guide_angle_mdeg"],
+        nogo_um=nogo if nogo > 0 else -1,
+        margin_um=cfg["nogo_margin_um"],
+        rate_hz=cfg["rate_hz"],
+        exit_z_um=0,  # the guide exit sits in the plane of the transducer face
+        # Once per configuration change, not per sample: float is fine here.
+        sin_g_q14=int(math.sin(math.radians(cfg["guide_angle_mdeg"] / 1000)) * 16384 + 0.5),
+    )
+
+
+def _d10um(um):
+    return packet.to_d10um(um)
+
+
+class Device:
+    def __init__(self):
+        self.board = boards.select()
+        b = self.board
+        self.booted_ms = time.ticks_ms()
+        self.i2c = machine.I2C(b.I2C_ID, scl=machine.Pin(b.I2C_SCL), sda=machine.Pin(b.I2C_SDA), freq=b.I2C_FREQ)
+        self.imu = LSM6DSOX(self.i2c, b.IMU_ADDR, watermark=2 * WATERMARK_PAIRS, max_words=2 * MAX_PAIRS,
+                            probe=False)
+        self.hall_a = TMAG5273(self.i2c, b.HALL_A_ADDR, probe=False)
+        self.hall_b = TMAG5273(self.i2c, b.HALL_B_ADDR, probe=False)
+        self.imu_status = _probe(self.imu)
+        self.hall_a_status = _probe(self.hall_a)
+        self.hall_b_status = _probe(self.hall_b)
+        self.battery = Battery(b.BATTERY_ADC, b.BATTERY_DIVIDER)
+        self.battery.read()
+        self.cfg, self.cfg_status = store.load_config()
+        cal, self.cal_status = store.load_calibration()
+        self.depth = DepthEstimator()
+        self.cal = cal
+        self.depth.load(cal)
+        self.depth.set_tare(self.cfg["tare_um"])
+        self.att = Attitude()
+        self.ring = SampleRing(256)
+        self.loop = SamplingLoop(self.imu, (self.hall_a, self.hall_b), self.att, self.depth, self.ring,
+                                 loop_config(self.cfg), b.IMU_AXES, b.IMU_SIGNS)
+        if self.imu_status != "ok":
+            self.loop.imu_ok = 0
+        if self.hall_a_status != "ok":
+            self.loop.hall_ok[0] = 0
+        if self.hall_b_status != "ok":
+            self.loop.hall_ok[1] = 0
+        if self.cal_status != store.OK:
+            self.loop.extra_flags |= packet.F_UNCALIBRATED
+        self.control = Control(self)
+        self.config_buf = bytearray(packet.CONFIG_SIZE)
+        self.status_buf = bytearray(packet.STATUS_SIZE)
+        self.links = []
+        self.wdt = None
+
+    def banner(self):
+        impl = sys.implementation
+        cal = "factory" if self.cal_status != store.OK else "%04x" % store.calibration_id(self.cal)
+        return "NeedleTrack %s board=%s micropython=%d.%d.%d imu=%s hall_a=%s hall_b=%s cal=%s config=%s" % (
+            VERSION, self.board.NAME, impl.version[0], impl.version[1], impl.version[2], self.imu_status,
+            self.hall_a_status, self.hall_b_status, cal, self.cfg_status)
+
+    # -- what control commands change --------------------------------------------------------------------
+
+    def apply_config(self, cfg):
+        self.cfg = cfg
+        self.loop.cfg = loop_config(cfg)
+        self.depth.set_tare(cfg["tare_um"])
+
+    def apply_calibration(self, cal):
+        self.depth.load(cal)
+        self.cal = cal
+        self.cal_status = store.OK
+        self.loop.extra_flags &= ~packet.F_UNCALIBRATED
+
+    def calibration_id(self):
+        return store.calibration_id(self.cal) if self.cal_status == store.OK else 0
+
+    def config_record(self):
+        c = self.cfg
+        nogo = c["nogo_depth_um"]
+        packet.pack_config(self.config_buf, c["guide_angle_mdeg"] // 10, c["needle_length_um"] // 100,
+                           _d10um(nogo) if nogo > 0 else packet.NA, _d10um(c["nogo_margin_um"]), c["rate_hz"],
+                           self.calibration_id(), len(self.cal["sensors"][0]["angle_mdeg"]), _d10um(c["tare_um"]))
+        return self.config_buf
+
+    def state(self):
+        if not self.loop.imu_ok:
+            return packet.ST_FAULT
+        if self.control.calibrating:
+            return packet.ST_CALIBRATING
+        return packet.ST_RUNNING
+
+    def status_record(self):
+        loop = self.loop
+        uptime_s = time.ticks_diff(time.ticks_ms(), self.booted_ms) // 1000
+        packet.pack_status(self.status_buf, self.state(), self.battery.pct, self.battery.mv, loop.last_flags,
+                           self.ring.dropped, loop.cfg.rate_hz, self.calibration_id(), loop.overruns, uptime_s)
+        return self.status_buf
+
+    # -- running -------------------------------------------------------------------------------------------
+
+    def start(self):
+        self.wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
+        self.loop.wdt = self.wdt
+        gc.collect()
+
+    def housekeeping(self):
+        # About once a second, between sampling batches.
+        self.battery.read()
+        if self.battery.low:
+            self.loop.extra_flags |= packet.F_LOW_BATTERY
+        else:
+            self.loop.extra_flags &= ~packet.F_LOW_BATTERY
+
+    def run(self):
+        loop = self.loop
+        links = self.links
+        next_housekeeping = time.ticks_add(time.ticks_ms(), STATUS_EVERY_MS)
+        while True:
+            loop.step()
+            for link in links:
+                link.service()
+            if time.ticks_diff(time.ticks_ms(), next_housekeeping) >= 0:
+                next_housekeeping = time.ticks_add(next_housekeeping, STATUS_EVERY_MS)
+                self.housekeeping()
+            if self.control.reboot_pending:
+                time.sleep_ms(100)  # let the RESULT go out
+                machine.reset()
