@@ -28,7 +28,11 @@ class Battery:
         self.pct = 255  # unknown until read
 
     def read(self):
-        self.mv = self.adc.read_uv() * self.divider // 1000
+        if hasattr(self.adc, "read_uv"):
+            uv = self.adc.read_uv()  # ESP32: calibrated against the chip's eFuse reference
+        else:
+            uv = self.adc.read_u16() * 3300000 // 65535  # RP2040: 0..3.3 V full scale
+        self.mv = uv * self.divider // 1000
         # Below 2.5 V nothing is connected (USB power, no cell): report unknown, not empty.
         self.pct = percent(self.mv) if self.mv >= 2500 else 255
         return self.pct
