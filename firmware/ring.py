@@ -24,7 +24,6 @@ class SampleRing:
         self.head = 0  # next slot to write
         self.count = 0
         self.dropped = 0  # since the last reset_dropped(), saturating at 2^30 - 1
-        self.peek_off = 0
 
     def slot(self):
         # Offset of the slot for the next sample; the caller packs into buf at it. May drop the oldest.
@@ -39,31 +38,32 @@ class SampleRing:
             self.count += 1
         return off
 
-    def peek(self, max_n):
-        # How many (<= max_n) of the oldest samples lie contiguous in buf from byte offset self.peek_off;
-        # nothing is removed. (Two results without a tuple: a tuple would be a heap allocation.)
-        n = self.count if self.count < max_n else max_n
-        first = self.head - self.count
-        if first < 0:
-            first += self.capacity
-        if first + n > self.capacity:
-            n = self.capacity - first
-        self.peek_off = first * _SIZE
-        return n
-
     def consume(self, n):
         self.count -= n if n < self.count else self.count
 
-    def drain_into(self, out, max_n):
-        # Copy up to max_n oldest samples into out (a bytearray of at least max_n * 20) across the wrap;
-        # returns how many. The link sends them in one notification.
+    def copy_oldest(self, out, max_n):
+        # Copy up to max_n oldest samples into out (a bytearray of at least max_n * 20) across the wrap, without
+        # removing them: a link consumes them only once the stack has taken them.
         total = 0
-        while total < max_n and self.count:
-            n = self.peek(max_n - total)
-            _copy(out, total * _SIZE, self.buf, self.peek_off, n * _SIZE)  # type: ignore[arg-type]  # viper ptr8
-            self.consume(n)
-            total += n
+        count = self.count
+        first = self.head - count
+        if first < 0:
+            first += self.capacity
+        n = count if count < max_n else max_n
+        while total < n:
+            run = n - total
+            if first + run > self.capacity:
+                run = self.capacity - first
+            _copy(out, total * _SIZE, self.buf, first * _SIZE, run * _SIZE)  # type: ignore[arg-type]  # viper ptr8
+            total += run
+            first = 0
         return total
+
+    def drain_into(self, out, max_n):
+        # copy_oldest, then remove what was copied.
+        n = self.copy_oldest(out, max_n)
+        self.consume(n)
+        return n
 
     def reset_dropped(self):
         self.dropped = 0

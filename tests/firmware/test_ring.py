@@ -40,16 +40,6 @@ def test_full_ring_drops_the_oldest_and_counts():
     eq(r.dropped, 0)
 
 
-def test_peek_gives_contiguous_spans_only():
-    r = SampleRing(4)
-    for s in range(6):  # slots 2,3 then 0,1 hold seq 2..5
-        _push(r, s)
-    n = r.peek(10)
-    eq((r.peek_off, n), (40, 2))
-    r.consume(n)
-    eq((r.peek(10), r.peek_off), (2, 0))
-
-
 def _steady(r, out, n):
     micropython.heap_lock()
     try:
@@ -67,3 +57,14 @@ def test_producing_and_draining_allocate_nothing():
     out = bytearray(12 * 20)
     _steady(r, out, 3000)
     eq(r.dropped, 0)
+
+
+def test_copy_oldest_leaves_the_samples_until_consumed():
+    r = SampleRing(4)
+    out = bytearray(4 * 20)
+    for s in range(6):  # wraps: slots hold 2..5
+        _push(r, s)
+    eq(_seqs(out, r.copy_oldest(out, 3)), [2, 3, 4])
+    eq(r.count, 4)
+    r.consume(2)
+    eq(_seqs(out, r.copy_oldest(out, 4)), [4, 5])
