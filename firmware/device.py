@@ -20,6 +20,7 @@ from control import Control
 from depth import DepthEstimator
 from drivers.lsm6dsox import LSM6DSOX
 from drivers.tmag5273 import TMAG5273
+from feedback import Feedback
 from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop
 from ring import SampleRing
 
@@ -89,6 +90,7 @@ class Device:
         if self.cal_status != store.OK:
             self.loop.extra_flags |= packet.F_UNCALIBRATED
         self.control = Control(self)
+        self.feedback = Feedback(b.LED_PIN, b.MOTOR_PIN)
         self.config_buf = bytearray(packet.CONFIG_SIZE)
         self.status_buf = bytearray(packet.STATUS_SIZE)
         self.links = []
@@ -154,14 +156,25 @@ class Device:
         else:
             self.loop.extra_flags &= ~packet.F_LOW_BATTERY
 
+    def connected(self):
+        for link in self.links:
+            if getattr(link, "conn", None) is not None:
+                return True
+        return False
+
     def run(self):
         loop = self.loop
         links = self.links
+        control = self.control
         next_housekeeping = time.ticks_add(time.ticks_ms(), STATUS_EVERY_MS)
         while True:
             loop.step()
             for link in links:
                 link.service()
+            if control.identify_s:
+                self.feedback.identify(control.identify_s)
+                control.identify_s = 0
+            self.feedback.update(loop.last_flags, self.connected())
             if time.ticks_diff(time.ticks_ms(), next_housekeeping) >= 0:
                 next_housekeeping = time.ticks_add(next_housekeeping, STATUS_EVERY_MS)
                 self.housekeeping()

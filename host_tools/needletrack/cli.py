@@ -128,6 +128,30 @@ def sim_run(scenario_name: str, record: Path | None, realtime: bool, rate: int, 
         console.print(f"recording: {record}")
 
 
+@sim_group.command("serve")
+@click.argument("scenario_name", metavar="SCENARIO")
+@click.option("--rate", default=200, show_default=True, help="Output sample rate configured on the device, Hz.")
+@click.option("--workdir", type=click.Path(path_type=Path), help="The probe's files (flash, feeds) live here.")
+@click.option("--keep-flash", is_flag=True, help="Boot the flash already in --workdir instead of a fresh one.")
+def sim_serve(scenario_name: str, rate: int, workdir: Path | None, keep_flash: bool) -> None:
+    """Keep a virtual probe up in real time, its scenario repeating, until Ctrl-C.
+
+    Prints one line per way in, e.g. `serial: /dev/pts/5` for mpremote.
+    """
+    from needletrack.sim import scenario, serve
+    from needletrack.sim.console import ConsoleError
+
+    try:
+        sc = scenario.load(scenario_name)
+    except scenario.ScenarioError as e:
+        raise click.ClickException(str(e)) from None
+    work = workdir or Path(tempfile.mkdtemp(prefix="needletrack-serve-"))
+    try:
+        serve.serve(sc, work, rate_hz=rate, keep_flash=keep_flash)
+    except ConsoleError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @main.command("demo")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
 @click.option("--scenario", "scenario_name", default="dry_needling", show_default=True)

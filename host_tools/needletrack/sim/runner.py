@@ -75,7 +75,7 @@ class VirtualProbeError(RuntimeError):
     """The virtual probe did not boot or stopped with an error; the message carries its output."""
 
 
-def _session_file(sc: Scenario, fd: feed.Feed, work: Path, flash: Path, realtime: bool, rate_hz: int) -> Path:
+def session_file(sc: Scenario, fd: feed.Feed, work: Path, flash: Path, realtime: bool, rate_hz: int) -> Path:
     jig_um, angles = feed.jig_angles()
     session = {
         "imu": str(fd.imu),
@@ -107,7 +107,7 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
     flash.mkdir()
     install_firmware(flash)
     fd = feed.write(sc, work / "feed")
-    session = _session_file(sc, fd, work, flash, realtime, rate_hz)
+    session = session_file(sc, fd, work, flash, realtime, rate_hz)
     env = dict(os.environ, MICROPYPATH=str(paths.VIRTUAL_BOARD))
     cmd = [paths.micropython(), "-X", f"heapsize={HEAPSIZE}", str(paths.VIRTUAL_BOARD / "vprobe.py"), str(session)]
     summary = RunSummary(sc.name)

@@ -1,11 +1,29 @@
 # The virtual probe: boots the unchanged firmware on the MicroPython unix port with emulated chips.
 #
-#   micropython vprobe.py SESSION_JSON
+#   micropython vprobe.py SESSION_JSON                          run the session to its end
+#   micropython -i vprobe.py SESSION_JSON --console BOOT_JSON   one boot of the serial console's device
 #
 # SESSION_JSON (written by needletrack.sim.runner) names the sensor data files, the device's flash directory,
 # the session length, the clock mode and the fault schedule. The flash directory holds the firmware exactly
 # as flashed onto a board; it is mounted at "/" and the firmware's main.py runs from it as on power-up.
-# The session ends (SystemExit from the board clock) when the virtual time reaches its duration.
+#
+# Run mode ends the session (SystemExit from the board clock) when the virtual time reaches its duration.
+#
+# Console mode (needletrack.sim.console) is a device on a serial line: it never ends by itself, its clock is
+# real time, and the scenario repeats (sensor feeds and faults restart every duration_us of scenario time
+# while the device clock runs on), so the device keeps showing motion for as long as it is up. BOOT_JSON says
+# how this boot starts:
+#   boot        "main": boot.py then main.py, as on power-up or a soft reboot from the friendly REPL;
+#               "raw": boot.py only, as after a soft reboot from the raw REPL
+#   cause       machine.reset_cause() for this boot
+#   uptime_us   the device clock at this boot: 0 after power-up or a hard reset, running on across soft
+#               reboots
+#   world_us    scenario time at this boot (the world goes on while the device reboots)
+#   provision   write the scenario's configuration and calibration first (a factory-fresh flash)
+#   state       a host file where a hard reset (machine.reset(), the watchdog) leaves "reset <cause>"
+# The process ends at every reset; the console starts the next boot. With -i, MicroPython's REPL takes over
+# when main.py returns (Ctrl-C). Private escape sequences on stdout, which the console strips, tell it when
+# the board is up (input may reach the firmware), when the REPL is about to start, and when this boot is over.
 import json
 import sys
 
@@ -20,14 +38,22 @@ from tmag5273_emu import TMAG5273Emu
 
 BUS = 0
 SENSORS = {"imu": 0x6A, "hall_a": 0x35, "hall_b": 0x22}
+MARK_BOOTED = "\x1b]vprobe;booted\x07"
+MARK_REPL = "\x1b]vprobe;repl\x07"
+MARK_EXIT = "\x1b]vprobe;exit\x07"
 
 
 class Schedule:
     # Faults and the end of the session, fired from the board clock so they happen at exact virtual times.
-    def __init__(self, session, devices, sources):
+    # With loop, the schedule follows scenario time (device time + offset_us) modulo the duration instead,
+    # and never ends the session.
+    def __init__(self, session, devices, sources, loop=False, offset_us=0):
         self.end_us = session["duration_us"]
         self.devices = devices
         self.sources = sources
+        self.loop = loop and self.end_us > 0
+        self.offset_us = offset_us
+        self.cycle = -1
         events = []
         for t0, t1, kind, sensor in session.get("faults", []):
             events.append((t0, 1, kind, sensor))
@@ -38,12 +64,25 @@ class Schedule:
 
     def clock(self):
         now = vclock.now_us()
-        while self.i < len(self.events) and self.events[self.i][0] <= now:
-            self._apply(*self.events[self.i][1:])
-            self.i += 1
+        if self.loop:
+            world = now + self.offset_us
+            cycle = world // self.end_us
+            if cycle != self.cycle:
+                if self.cycle >= 0:
+                    self._fire_until(world)  # what is left of the cycle that ended: faults switch off
+                self.cycle = cycle
+                self.i = 0
+            self._fire_until(world - cycle * self.end_us)
+            return now
+        self._fire_until(now)
         if now >= self.end_us:
             raise SystemExit(0)
         return now
+
+    def _fire_until(self, t):
+        while self.i < len(self.events) and self.events[self.i][0] <= t:
+            self._apply(*self.events[self.i][1:])
+            self.i += 1
 
     def _apply(self, on, kind, sensor):
         addr = SENSORS[sensor]
@@ -65,6 +104,17 @@ class Schedule:
         print("# fault %s %s %s" % (kind, sensor, "on" if on else "off"))
 
 
+class Looped:
+    # A sensor feed seen through scenario time that repeats: the emulators ask at device time t_us.
+    def __init__(self, source, period_us, offset_us):
+        self.source = source
+        self.period_us = period_us
+        self.offset_us = offset_us
+
+    def __call__(self, t_us, out):
+        self.source((t_us + self.offset_us) % self.period_us, out)
+
+
 def provision(session):
     # What a factory or a clinician's setup would have stored on the device, through the firmware's own store.
     import store
@@ -78,26 +128,40 @@ def provision(session):
         store.save_calibration(fitted)
 
 
-def main(path):
-    with open(path) as f:
-        session = json.load(f)
+def build_board(session, start_us=0, loop=False, offset_us=0):
+    # The emulated chips on the board's bus, fed by the scenario; board time follows vclock from start_us.
     vboard.reset()
-    vclock.reset(0)
+    vboard.board.now_us = start_us
+    vclock.reset(start_us)
     sources = {"imu": ImuSource(session["imu"]), "hall_a": HallSource(session["hall_a"]),
                "hall_b": HallSource(session["hall_b"])}
+    feeds = sources
+    if loop and session["duration_us"] > 0:
+        feeds = {name: Looped(src, session["duration_us"], offset_us) for name, src in sources.items()}
     devices = {
-        "imu": LSM6DSOXEmu(SENSORS["imu"], sources["imu"], clock_ppm=session.get("imu_clock_ppm", 0)),
-        "hall_a": TMAG5273Emu("A1", source=sources["hall_a"]),
-        "hall_b": TMAG5273Emu("B1", source=sources["hall_b"]),
+        "imu": LSM6DSOXEmu(SENSORS["imu"], feeds["imu"], clock_ppm=session.get("imu_clock_ppm", 0)),
+        "hall_a": TMAG5273Emu("A1", source=feeds["hall_a"]),
+        "hall_b": TMAG5273Emu("B1", source=feeds["hall_b"]),
     }
     for name, dev in devices.items():
         vboard.attach(BUS, dev, SENSORS[name])
-    schedule = Schedule(session, devices, sources)
+    schedule = Schedule(session, devices, sources, loop, offset_us)
     vboard.board.clock = schedule.clock
+    return schedule
+
+
+def mount_flash(session):
     flashfs.mount_root(session["flash"])
     sys.path[:] = ["", "/lib"]
     with open("/board", "w") as f:
         f.write(session.get("board", "xiao_esp32s3"))
+
+
+def main(path):
+    with open(path) as f:
+        session = json.load(f)
+    build_board(session)
+    mount_flash(session)
     provision(session)
     if session.get("realtime"):
         vclock.set_realtime(True)
@@ -108,4 +172,74 @@ def main(path):
     print("# session end at %d us" % vclock.now_us())
 
 
-main(sys.argv[1])
+def halt():
+    # End this boot from the script. A SystemExit would not: with -i the unix port goes on into the REPL, and
+    # it has no os._exit. The console ends the process when it reads MARK_EXIT, after the output before it.
+    sys.stdout.write(MARK_EXIT)
+    while True:
+        try:
+            vclock._host_time.sleep_ms(1000)
+        except KeyboardInterrupt:
+            pass
+
+
+def console(path, boot_path, repl_globals):
+    with open(path) as f:
+        session = json.load(f)
+    with open(boot_path) as f:
+        boot = json.load(f)
+    state = open(boot["state"], "w")  # opened before the flash filesystem hides the host's paths
+    board = vboard.board
+
+    def note_reset():
+        state.write("reset %d\n" % board.reset_cause)
+        state.flush()
+
+    def watchdog_bites():
+        note_reset()
+        raise SystemExit(board.reset_cause)
+
+    build_board(session, boot["uptime_us"], True, boot["world_us"] - boot["uptime_us"])
+    board.reset_cause = boot["cause"]
+    board.on_reset = note_reset
+    board.on_wdt = watchdog_bites
+    vclock.set_realtime(True)  # a console is interactive
+    mount_flash(session)
+    if boot["provision"]:
+        provision(session)
+    # boot.py and main.py run in the globals the REPL will use, as on a board; this script's names go first.
+    g = repl_globals
+    for name in list(g):
+        if name != "__name__":
+            del g[name]
+    sys.stdout.write(MARK_BOOTED)
+    scripts = ("boot.py", "main.py") if boot["boot"] == "main" else ("boot.py",)
+    for name in scripts:
+        try:
+            with open(name) as f:
+                src = f.read()
+        except OSError:
+            continue
+        try:
+            exec(compile(src, name, "exec"), g)
+        except SystemExit:
+            halt()  # a soft reboot, or a reset: the console starts the next boot
+        except BaseException as e:  # as on a board: the traceback, then the REPL (even if main.py is next)
+            sys.print_exception(e)
+            break
+    sys.stdout.write(MARK_REPL)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 3 and sys.argv[2] == "--console":
+        # This file again, as the module `vprobe`: its functions keep their globals when the console empties
+        # the script's globals for the REPL.
+        import vprobe
+
+        try:
+            vprobe.console(sys.argv[1], sys.argv[3], globals())
+        except Exception as e:  # the board did not come up
+            sys.print_exception(e)
+            vprobe.halt()
+    else:
+        main(sys.argv[1])

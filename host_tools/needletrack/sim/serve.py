@@ -1,0 +1,61 @@
+"""Keep a virtual probe up for live use: ``needletrack sim serve``.
+
+The probe boots the firmware from a freshly flashed device (or the flash it already has, with ``keep_flash``)
+and stays up until Ctrl-C or SIGTERM, in real time, its scenario repeating. What it offers is printed one line
+each, ``name: where``, for the user or a launching program to read:
+
+    serial: /dev/pts/N      the USB serial console, for mpremote (docs/virtual-probe.md, "Serial console")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from needletrack.sim import feed, runner
+from needletrack.sim.console import Console, ConsoleError
+from needletrack.sim.scenario import Scenario
+
+
+def prepare(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_HZ,
+            keep_flash: bool = False) -> tuple[Path, bool]:
+    """Sensor feeds, flash and session.json for a served probe: (session path, whether the flash is new)."""
+    work_dir = work_dir.resolve()  # the probe mounts its flash by absolute host path
+    work_dir.mkdir(parents=True, exist_ok=True)
+    flash = work_dir / "flash"
+    fresh = not (keep_flash and (flash / "main.py").is_file())
+    if fresh:
+        if flash.exists():
+            shutil.rmtree(flash)
+        flash.mkdir()
+        runner.install_firmware(flash)
+    fd = feed.write(sc, work_dir / "feed")
+    return runner.session_file(sc, fd, work_dir, flash, True, rate_hz), fresh
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)  # read at once by whoever launched the probe, through a pipe as well
+
+
+def serve(sc: Scenario, work_dir: Path, realtime: bool = True, *, rate_hz: int = runner.DEFAULT_RATE_HZ,
+          keep_flash: bool = False, out: Callable[[str], object] = _print_line,
+          stop: threading.Event | None = None) -> None:
+    """Run the probe until Ctrl-C, SIGTERM or ``stop`` is set; raises ConsoleError if the probe fails."""
+    if not realtime:
+        raise ValueError("a served virtual probe runs in real time: its console is interactive")
+    session, fresh = prepare(sc, work_dir, rate_hz=rate_hz, keep_flash=keep_flash)
+    stop = stop or threading.Event()
+    with contextlib.ExitStack() as stack:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.signal(sig, lambda *_: stop.set())
+                stack.callback(signal.signal, sig, previous)
+        console = stack.enter_context(Console(work_dir, session, provision=fresh))
+        out(f"serial: {console.path}")
+        while not stop.wait(0.2):
+            if not console.alive:
+                raise console.error or ConsoleError("the serial console stopped")
