@@ -14,6 +14,7 @@ import machine
 import boards
 import packet
 import store
+import watchdog
 from attitude import Attitude
 from battery import Battery
 from control import Control
@@ -25,7 +26,6 @@ from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop
 from ring import SampleRing
 
 VERSION = "0.1.0"
-WDT_TIMEOUT_MS = 2000
 STATUS_EVERY_MS = 1000
 
 
@@ -144,9 +144,14 @@ class Device:
     # -- running -------------------------------------------------------------------------------------------
 
     def start(self):
-        self.wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
+        self.wdt = watchdog.take_over()
         self.loop.wdt = self.wdt
         gc.collect()
+
+    def stop(self):
+        # Back to the REPL: keep the board alive for whoever is at the console.
+        self.loop.wdt = None
+        watchdog.keep_alive(self.board.FEED_TIMER_ID)
 
     def housekeeping(self):
         # About once a second, between sampling batches.

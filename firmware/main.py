@@ -11,6 +11,7 @@ def main():
     try:
         dev.run()
     except KeyboardInterrupt:
+        dev.stop()
         print("# stopped")
 
 

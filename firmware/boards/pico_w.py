@@ -14,6 +14,7 @@ LED_PIN = const(16)  # GP16, one WS2812B
 MOTOR_PIN = const(17)  # GP17
 BATTERY_ADC = const(28)  # GP28/ADC2 with an external 1:2 divider (VSYS on GP29 shares the radio's SPI clock)
 BATTERY_DIVIDER = const(2)
+FEED_TIMER_ID = const(-1)  # the RP2040's virtual timer: feeds the watchdog while the sampling loop is not running
 # The Pico W carrier mounts the IMU rotated 90 deg about Z: chip Y is the probe's lateral axis.
 IMU_AXES = (1, 0, 2)
 IMU_SIGNS = (1, -1, 1)

@@ -14,6 +14,7 @@ LED_PIN = const(3)  # D2, one WS2812B
 MOTOR_PIN = const(4)  # D3, vibration motor through a low-side MOSFET
 BATTERY_ADC = const(1)  # A0, LiPo through a 1:2 divider
 BATTERY_DIVIDER = const(2)
+FEED_TIMER_ID = const(0)  # hardware timer 0: feeds the watchdog while the sampling loop is not running
 # IMU axes to probe body axes: body axis i = sign * chip axis index. The LSM6DSOX sits on the clip's board with
 # its X along the array (lateral), Y out of the image plane and Z pointing into the tissue.
 IMU_AXES = (0, 1, 2)
