@@ -26,7 +26,8 @@ class Feedback:
         self.motor = machine.Pin(motor_pin, machine.Pin.OUT, value=0)
         self.grb = bytearray(3)
         self.colour = None
-        self.buzz_until = time.ticks_ms()
+        self.epoch = time.ticks_ms()
+        self.buzz_until = self.epoch
         self.identify_until = self.buzz_until
         self.was_reached = False
         self.show(OFF)
@@ -50,7 +51,7 @@ class Feedback:
 
     def update(self, flags, connected):
         now = time.ticks_ms()
-        blink_on = (now // _BLINK_MS) & 1
+        blink_on = (time.ticks_diff(now, self.epoch) // _BLINK_MS) & 1
         reached = bool(flags & packet.F_NOGO_REACHED)
         if reached and not self.was_reached:
             self.buzz(_BUZZ_REACHED_MS)

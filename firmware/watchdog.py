@@ -11,27 +11,35 @@ from micropython import const
 TIMEOUT_MS = const(2000)
 _KEEPER_PERIOD_MS = const(500)
 
-_state = [None, None]  # [WDT, keeper Timer]
+class _State:
+    wdt: "machine.WDT | None" = None
+    keeper: "machine.Timer | None" = None
+
+
+_state = _State()
+
+
+def _wdt():
+    wdt = _state.wdt
+    if wdt is None:
+        wdt = _state.wdt = machine.WDT(timeout=TIMEOUT_MS)
+    return wdt
 
 
 def keep_alive(timer_id):
     """Start the watchdog if it is not running, and feed it from a timer until take_over()."""
-    if _state[0] is None:
-        _state[0] = machine.WDT(timeout=TIMEOUT_MS)
-    if _state[1] is None:
-        wdt = _state[0]
-        _state[1] = machine.Timer(timer_id, mode=machine.Timer.PERIODIC, period=_KEEPER_PERIOD_MS,
-                                  callback=lambda t: wdt.feed())
-    return _state[0]
+    wdt = _wdt()
+    if _state.keeper is None:
+        _state.keeper = machine.Timer(timer_id, mode=machine.Timer.PERIODIC, period=_KEEPER_PERIOD_MS,
+                                      callback=lambda t: wdt.feed())
+    return wdt
 
 
 def take_over():
     """Stop the keeper and return the watchdog: from now on the caller must feed it."""
-    if _state[0] is None:
-        _state[0] = machine.WDT(timeout=TIMEOUT_MS)
-    keeper = _state[1]
-    if keeper is not None:
-        keeper.deinit()
-        _state[1] = None
-    _state[0].feed()
-    return _state[0]
+    wdt = _wdt()
+    if _state.keeper is not None:
+        _state.keeper.deinit()
+        _state.keeper = None
+    wdt.feed()
+    return wdt

@@ -11,8 +11,8 @@ def _fresh():
     vboard.reset()
     vclock.reset(0)
     vboard.board.clock = vclock.now_us
-    watchdog._state[0] = None
-    watchdog._state[1] = None
+    watchdog._state.wdt = None
+    watchdog._state.keeper = None
 
 
 def _idle(seconds):
