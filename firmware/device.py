@@ -12,6 +12,7 @@ import time
 import machine
 
 import boards
+import log
 import packet
 import store
 import watchdog
@@ -35,7 +36,7 @@ def _probe(drv):
         drv.init()
         return "ok"
     except OSError as e:
-        print("#", e)
+        log.note(str(e))
         return "missing"
 
 
@@ -77,7 +78,9 @@ class Device:
         self.cal = cal
         self.depth.load(cal)
         self.depth.set_tare(self.cfg["tare_um"])
-        self.att = Attitude()
+        # The chip's real output rate (833.375 Hz nominal, trimmed per part), not the 833 of its setting's name.
+        odr_mhz = self.imu.odr_mhz() if self.imu_status == "ok" else 833375
+        self.att = Attitude(dt_s=1000.0 / odr_mhz)
         self.ring = SampleRing(256)
         self.loop = SamplingLoop(self.imu, (self.hall_a, self.hall_b), self.att, self.depth, self.ring,
                                  loop_config(self.cfg), b.IMU_AXES, b.IMU_SIGNS)
@@ -95,6 +98,7 @@ class Device:
         self.status_buf = bytearray(packet.STATUS_SIZE)
         self.links = []
         self.wdt = None
+        self.version = VERSION
 
     def banner(self):
         impl = sys.implementation
@@ -127,6 +131,13 @@ class Device:
                            self.calibration_id(), len(self.cal["sensors"][0]["angle_mdeg"]), _d10um(c["tare_um"]))
         return self.config_buf
 
+    def dropped(self):
+        # Samples lost by the link a host is connected on (STATUS reports that one).
+        for link in self.links:
+            if getattr(link, "conn", None) is not None:
+                return link.ring.dropped
+        return 0
+
     def state(self):
         if not self.loop.imu_ok:
             return packet.ST_FAULT
@@ -138,7 +149,7 @@ class Device:
         loop = self.loop
         uptime_s = time.ticks_diff(time.ticks_ms(), self.booted_ms) // 1000
         packet.pack_status(self.status_buf, self.state(), self.battery.pct, self.battery.mv, loop.last_flags,
-                           self.ring.dropped, loop.cfg.rate_hz, self.calibration_id(), loop.overruns, uptime_s)
+                           self.dropped(), loop.cfg.rate_hz, self.calibration_id(), loop.overruns, uptime_s)
         return self.status_buf
 
     # -- running -------------------------------------------------------------------------------------------

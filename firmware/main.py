@@ -1,18 +1,30 @@
-# NeedleTrack firmware entry point: runs on power-up and after a soft reset, until interrupted (Ctrl-C).
-from device import Device
-from serial_link import SerialLink
+# NeedleTrack firmware entry point: runs after boot.py on power-up and soft reset, until interrupted (Ctrl-C).
+# The firmware itself is app.py in the active slot; see boot.py for the slots.
+import sys
 
 
-def main():
-    dev = Device()
-    print(dev.banner())
-    dev.links.append(SerialLink(dev.ring))
-    dev.start()
+def _use_slot():
+    # The same as boot.py's: main.py must find the firmware after any boot.py, including one replaced by hand.
     try:
-        dev.run()
-    except KeyboardInterrupt:
-        dev.stop()
-        print("# stopped")
+        with open("/nt_app") as f:
+            name = f.read().strip()
+    except OSError:
+        return
+    for slot in (name, "app-b" if name == "app-a" else "app-a"):
+        try:
+            open("/" + slot + "/manifest.json").close()
+        except OSError:
+            continue
+        if "/" + slot not in sys.path:
+            sys.path.insert(0, "/" + slot)
+        return
 
 
-main()
+def _run():
+    _use_slot()
+    import app
+
+    app.main()
+
+
+_run()

@@ -1,7 +1,7 @@
-# A ring of packed protocol samples between the sampling loop (producer) and a link (consumer).
+# A ring of packed protocol samples between the sampling loop (the one writer) and the links (readers).
 #
-# The loop must never wait for a link: when the ring is full the oldest sample is dropped and counted, so a slow
-# or absent central costs old samples, never the loop's timing.
+# The loop must never wait for a link: a reader that falls a whole ring behind loses its oldest samples, counted,
+# so a slow or absent central costs old samples, never the loop's timing, and never another link's samples.
 import micropython
 from micropython import const
 
@@ -18,49 +18,68 @@ def _copy(dst: ptr8, doff: int, src: ptr8, soff: int, n: int):
 
 
 class SampleRing:
+    # The loop writes each sample once; every link reads the ring through its own RingReader, at its own pace.
     def __init__(self, capacity=256):
         self.capacity = capacity
         self.buf = bytearray(capacity * _SIZE)
         self.head = 0  # next slot to write
-        self.count = 0
-        self.dropped = 0  # since the last reset_dropped(), saturating at 2^30 - 1
+        self.readers = []
+
+    def reader(self):
+        r = RingReader(self)
+        self.readers.append(r)
+        return r
 
     def slot(self):
-        # Offset of the slot for the next sample; the caller packs into buf at it. May drop the oldest.
+        # Offset of the slot for the next sample; the caller packs into buf at it. A reader that is a whole
+        # ring behind loses its oldest sample, counted in its `dropped`.
         off = self.head * _SIZE
         self.head += 1
         if self.head == self.capacity:
             self.head = 0
-        if self.count == self.capacity:
+        for r in self.readers:
+            r.pushed()
+        return off
+
+
+class RingReader:
+    def __init__(self, ring):
+        self.ring = ring
+        self.count = 0  # samples written and not yet consumed by this reader
+        self.dropped = 0  # since the last reset_dropped(), saturating at 2^30 - 1
+
+    def pushed(self):
+        if self.count == self.ring.capacity:
             if self.dropped < 0x3FFFFFFF:
                 self.dropped += 1
         else:
             self.count += 1
-        return off
 
     def consume(self, n):
         self.count -= n if n < self.count else self.count
 
     def copy_oldest(self, out, max_n):
-        # Copy up to max_n oldest samples into out (a bytearray of at least max_n * 20) across the wrap, without
-        # removing them: a link consumes them only once the stack has taken them.
+        # Copy up to max_n oldest unread samples into out (a bytearray of at least max_n * 20) across the wrap,
+        # without consuming them: a link consumes them only once its stack has taken them.
+        ring = self.ring
+        cap = ring.capacity
         total = 0
         count = self.count
-        first = self.head - count
+        first = ring.head - count
         if first < 0:
-            first += self.capacity
+            first += cap
         n = count if count < max_n else max_n
         while total < n:
             run = n - total
-            if first + run > self.capacity:
-                run = self.capacity - first
-            _copy(out, total * _SIZE, self.buf, first * _SIZE, run * _SIZE)  # type: ignore[arg-type]  # viper ptr8
+            if first + run > cap:
+                run = cap - first
+            _copy(out, total * _SIZE, ring.buf, first * _SIZE, run * _SIZE)  # type: ignore[arg-type]  # viper ptr8
             total += run
             first = 0
         return total
 
     def drain_into(self, out, max_n):
-        # copy_oldest, then remove what was copied.
+        # copy_oldest, then consume what was copied.
         n = self.copy_oldest(out, max_n)
         self.consume(n)
         return n

@@ -24,7 +24,7 @@ def _hexlify(dst: ptr8, off: int, src: ptr8, n: int, digits: ptr8) -> int:
 
 class SerialLink:
     def __init__(self, ring, stream=None, max_batch=12):
-        self.ring = ring
+        self.ring = ring.reader()
         self.stream = stream if stream is not None else sys.stdout.buffer
         self.max_batch = max_batch
         self.raw = bytearray(20 * max_batch)

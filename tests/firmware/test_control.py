@@ -51,7 +51,6 @@ def _run(dev, seconds):
     end = vclock.now_us() + int(seconds * 1e6)
     while vclock.now_us() < end:
         dev.loop.step()
-        dev.ring.clear()
 
 
 def _cmd(dev, opcode, fmt="", *args, token=7, encrypted=True):

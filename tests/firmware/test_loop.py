@@ -34,8 +34,9 @@ def _rig(depth_mm=20.0, start_us=0):
     est = DepthEstimator()
     est.load(depth_model.calibration())
     ring = SampleRing(256)
+    reader = ring.reader()
     loop = SamplingLoop(imu, halls, Attitude(), est, ring, Config(guide_mdeg=30000, rate_hz=200, sin_g_q14=8192))
-    return loop, ring, imu_src, emus
+    return loop, reader, imu_src, emus
 
 
 class Collected:
@@ -87,7 +88,7 @@ def test_output_rate_time_stamps_and_values_at_rest():
     span = time.ticks_diff(got.t[-1], got.t[0])
     near(span / (n - 1), 5000, 15, "mean sample spacing (us)")
     settled = [i for i in range(n) if not got.flags[i] & packet.F_SETTLING]
-    assert settled and settled[0] < 300, "attitude still settling after 1.5 s"
+    assert settled and settled[0] < 500, "attitude still settling after 2.5 s"
     for i in settled:
         near(got.needle[i], 3000, 30, "needle angle (cdeg) at rest")
         near(got.depth[i], 2000, 20, "depth (d10um) at 20 mm")

@@ -4,12 +4,14 @@ The probe boots the firmware from a freshly flashed device (or the flash it alre
 and stays up until Ctrl-C or SIGTERM, in real time, its scenario repeating. What it offers is printed one line
 each, ``name: where``, for the user or a launching program to read:
 
-    serial: /dev/pts/N      the USB serial console, for mpremote (docs/virtual-probe.md, "Serial console")
+    serial: /dev/pts/N                  the USB serial console, for mpremote (docs/virtual-probe.md)
+    radio: tcp-client:127.0.0.1:PORT    the HCI transport a Bumble host (needletrack, bumble apps) connects to
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from needletrack.sim import feed, runner
 from needletrack.sim.console import Console, ConsoleError
+from needletrack.sim.radio import RadioBridgeThread
 from needletrack.sim.scenario import Scenario
 
 
@@ -54,8 +57,13 @@ def serve(sc: Scenario, work_dir: Path, realtime: bool = True, *, rate_hz: int =
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous = signal.signal(sig, lambda *_: stop.set())
                 stack.callback(signal.signal, sig, previous)
+        radio = stack.enter_context(RadioBridgeThread())
+        doc = json.loads(session.read_text())
+        doc["radio"] = {"port": radio.shim_port, "pace": 1}  # real time: a host's pace
+        session.write_text(json.dumps(doc, indent=1))
         console = stack.enter_context(Console(work_dir, session, provision=fresh))
         out(f"serial: {console.path}")
+        out(f"radio: {radio.transport}")
         while not stop.wait(0.2):
             if not console.alive:
                 raise console.error or ConsoleError("the serial console stopped")

@@ -23,6 +23,11 @@ _host_time = _builtin("time")
 
 _state = [0, 0, 0]  # [virtual now us, real mode flag, host ticks at start]
 
+# Called with no arguments after every sleep (even a zero one): the places where the board's radio delivers
+# its events to the firmware, as a stack would between two pieces of application code. Empty unless a
+# peripheral (vradio) registers itself; iterating an empty list allocates nothing.
+hooks = []
+
 
 def set_realtime(on):
     # Either way the clock carries on from where it is now, without a jump.
@@ -44,12 +49,13 @@ def now_us():
 
 
 def sleep_us(us):
-    if us <= 0:
-        return
-    if _state[1]:
-        _host_time.sleep_us(us)
-    else:
-        _state[0] += us
+    if us > 0:
+        if _state[1]:
+            _host_time.sleep_us(us)
+        else:
+            _state[0] += us
+    for hook in hooks:
+        hook()
 
 
 def advance_to(t_us):

@@ -150,7 +150,18 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
     return schedule
 
 
+def connect_radio(session):
+    # The emulated `bluetooth` module; with a bridge in the session, its radio reaches a real BLE host stack.
+    # Both before the flash filesystem hides this directory from imports.
+    import bluetooth  # noqa: F401
+    radio = session.get("radio")
+    if radio:
+        import vradio
+        vradio.connect(radio["port"], pace=radio.get("pace"))
+
+
 def mount_flash(session):
+    connect_radio(session)
     flashfs.mount_root(session["flash"])
     sys.path[:] = ["", "/lib"]
     with open("/board", "w") as f:

@@ -1,0 +1,170 @@
+# The virtual probe's radio: a socket to the radio bridge (needletrack.sim.radio, CPython), which runs a real
+# BLE stack (Bumble) on a virtual link and exposes it to hosts as an HCI controller.
+#
+#   import vradio
+#   vradio.connect(port)            # once, at boot, before the firmware imports bluetooth
+#   vradio.connect(port, pace=1)    # also hold virtual time to at most pace x real time
+#
+# Frames on the socket, both ways: u16 little-endian length of what follows, u8 kind, payload.
+#   KIND_JSON     a JSON object: {"op": ...} from here, {"ev": ...} from the bridge
+#   KIND_NOTIFY   u16 conn_handle, u16 value_handle, value: one notification leaving the stack's queue
+#   KIND_INDICATE same layout, an indication
+# The bridge speaks first with {"ev": "hello", ...}: the controller's address and the stack's model parameters.
+#
+# Nothing here runs by itself: incoming frames are read whenever the firmware sleeps on the virtual clock
+# (vclock.hooks) or calls into `bluetooth`, so events reach the firmware's IRQ handler on its own thread.
+import json
+import select
+import socket
+import struct
+
+import vclock
+
+KIND_JSON = 0x4A
+KIND_NOTIFY = 0x4E
+KIND_INDICATE = 0x49
+
+_host = vclock._host_time
+
+info = {}  # the bridge's hello
+_link = [None, None]  # [socket, poll object]
+_rx = [b""]  # bytes received and not yet parsed into frames
+_inbox = []  # JSON objects parsed and not yet taken
+_listeners = []  # functions called after every sleep while connected
+_pace = [0, 0, 0]  # [virtual us per real ms (0: no pacing), virtual us at start, host ms at start]
+
+
+def connect(port, host="127.0.0.1", pace=None, timeout_ms=5000):
+    """Connect to the bridge listening on host:port; returns its hello. pace: virtual/real speed limit."""
+    if _link[0] is not None:
+        close()
+    s = socket.socket()
+    s.connect(socket.getaddrinfo(host, port)[0][-1])
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    _link[0] = s
+    _link[1] = p
+    _rx[0] = b""
+    del _inbox[:]
+    hello = None
+    t0 = _host.ticks_ms()
+    while hello is None:
+        left = timeout_ms - _host.ticks_diff(_host.ticks_ms(), t0)
+        if left <= 0:
+            close()
+            raise OSError(110)  # ETIMEDOUT: the bridge never said hello
+        _read(left)
+        for i in range(len(_inbox)):
+            if _inbox[i].get("ev") == "hello":
+                hello = _inbox.pop(i)
+                break
+    info.clear()
+    info.update(hello)
+    set_pace(pace)
+    if _on_sleep not in vclock.hooks:
+        vclock.hooks.append(_on_sleep)
+    return info
+
+
+def set_pace(pace):
+    # Pacing only holds the virtual clock back: what the firmware sees at a given virtual time is unchanged.
+    _pace[0] = int(pace * 1000) if pace else 0
+    _pace[1] = vclock.now_us()
+    _pace[2] = _host.ticks_ms()
+
+
+def connected():
+    return _link[0] is not None
+
+
+def close():
+    _drop()
+    if _on_sleep in vclock.hooks:
+        vclock.hooks.remove(_on_sleep)
+
+
+def _drop():
+    s = _link[0]
+    _link[0] = None
+    _link[1] = None
+    if s is not None:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+def listen(fn):
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def send(kind, payload):
+    s = _link[0]
+    if s is None:
+        return
+    try:
+        s.sendall(struct.pack("<HB", len(payload) + 1, kind) + payload)
+    except OSError:
+        _lost()
+
+
+def send_json(obj):
+    send(KIND_JSON, json.dumps(obj).encode())
+
+
+def receive(timeout_ms=0):
+    """The JSON objects that arrived from the bridge, oldest first (waits up to timeout_ms for the first)."""
+    if not _inbox and _link[0] is not None:
+        _read(timeout_ms)
+    if not _inbox:
+        return ()
+    out = _inbox[:]
+    del _inbox[:]
+    return out
+
+
+def _read(timeout_ms):
+    # Reads whatever the socket holds (waiting up to timeout_ms for something) and parses complete frames.
+    p = _link[1]
+    while p is not None and p.poll(timeout_ms):
+        try:
+            data = _link[0].recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            _lost()
+            return
+        _rx[0] += data
+        timeout_ms = 0
+    buf = _rx[0]
+    i = 0
+    while len(buf) - i >= 3:
+        n = buf[i] | (buf[i + 1] << 8)
+        if len(buf) - i - 2 < n:
+            break
+        if buf[i + 2] == KIND_JSON:
+            _inbox.append(json.loads(buf[i + 3:i + 2 + n]))
+        i += 2 + n
+    if i:
+        _rx[0] = buf[i:]
+
+
+def _lost():
+    # The bridge went away: the radio is silent from now on, as if the antenna were cut.
+    _drop()
+    _inbox.append({"ev": "lost"})
+
+
+def _on_sleep():
+    if _pace[0] and not vclock._state[1]:
+        while True:
+            ahead_ms = (vclock.now_us() - _pace[1]) // _pace[0] - _host.ticks_diff(_host.ticks_ms(), _pace[2])
+            if ahead_ms <= 0:
+                break
+            if _link[0] is None:
+                _host.sleep_ms(ahead_ms)
+            else:
+                _read(ahead_ms)
+    for fn in _listeners:
+        fn()

@@ -1,0 +1,136 @@
+"""The firmware's own GATT server over the virtual radio, seen by a Bumble host: discovery by UUID, MTU 247,
+batched notifications without gaps, the device information, bonded-only configuration and command results."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from needletrack.link.bumble_link import BumbleLink, SecurityError
+from needletrack.protocol import (
+    STATUS_UUID,
+    Config,
+    Opcode,
+    Result,
+    ResultCode,
+    Status,
+    decode_notification,
+    decode_record,
+    encode_command,
+)
+from needletrack.sim import scenario, serve
+from needletrack.sim.console import Console
+from needletrack.sim.radio import RadioBridgeThread
+
+SCENARIO = {
+    "name": "ble",
+    "duration_s": 30.0,
+    "seed": 2,
+    "guide_angle_deg": 30.0,
+    "needle_length_mm": 60.0,
+    "attitude": [[0, 0, 0, 0]],
+    "depth": [[0, 10.0], [30, 40.0]],
+}
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    work: Path = tmp_path_factory.mktemp("ble")
+    session, fresh = serve.prepare(scenario.parse(SCENARIO), work)
+    with RadioBridgeThread() as radio:
+        doc = json.loads(session.read_text())
+        doc["radio"] = {"port": radio.shim_port, "pace": 1}
+        session.write_text(json.dumps(doc))
+        with Console(work, session, provision=fresh):
+            yield radio.transport
+
+
+async def _results(link: BumbleLink) -> asyncio.Queue[bytes]:
+    q: asyncio.Queue[bytes] = asyncio.Queue()
+    await link.subscribe(STATUS_UUID, q.put_nowait)
+    return q
+
+
+async def _next(q: asyncio.Queue[bytes], kind: type) -> object:
+    while True:
+        rec = decode_record(await asyncio.wait_for(q.get(), 5.0))
+        if isinstance(rec, kind):
+            return rec
+
+
+async def _session(transport: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    async with BumbleLink(transport) as link:
+        found = await link.scan(5.0, first=True)
+        assert found and found[0].name is not None and found[0].name.startswith("NeedleTrack-")
+        await link.connect(found[0].address, timeout=5.0)
+        out["mtu"] = link.mtu_size
+        out["model"] = (await link.read("00002a24-0000-1000-8000-00805f9b34fb")).decode()
+        out["status"] = decode_record(await link.read_status())
+        await link.start_notify()
+        seqs: list[int] = []
+        sizes: list[int] = []
+        async for note in link.notifications(timeout=3.0):
+            sizes.append(len(note.data))
+            seqs.extend(s.seq for s in decode_notification(note.data))
+            if len(seqs) > 600:
+                break
+        out["seqs"], out["sizes"] = seqs, sizes
+        results = await _results(link)
+        with pytest.raises(SecurityError):
+            await link.write_control(encode_command(Opcode.SET_GUIDE_ANGLE, 1, 4500))
+        await link.pair()
+        await link.write_control(encode_command(Opcode.SET_GUIDE_ANGLE, 2, 4500))
+        out["set"] = await _next(results, Result)
+        await link.write_control(encode_command(Opcode.SET_GUIDE_ANGLE, 3, 9000))
+        out["bad"] = await _next(results, Result)
+        await link.write_control(encode_command(Opcode.READ_CONFIG, 4))
+        out["config"] = await _next(results, Config)
+        await link.disconnect()
+    return out
+
+
+def test_the_firmware_streams_and_answers_over_ble(probe):
+    out = asyncio.run(_session(probe))
+    assert out["mtu"] == 247
+    assert out["model"] == "NT-1"
+    assert isinstance(out["status"], Status)
+    seqs = out["seqs"]
+    assert isinstance(seqs, list) and len(seqs) > 600
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs)), "sequence gaps"
+    sizes = out["sizes"]
+    assert isinstance(sizes, list) and max(sizes) <= 240 and all(s % 20 == 0 for s in sizes)
+    assert max(sizes) > 20  # batched beyond one sample at this MTU
+    ok = out["set"]
+    assert isinstance(ok, Result) and (ok.opcode, ok.token, ok.code) == (Opcode.SET_GUIDE_ANGLE, 2, ResultCode.OK)
+    bad = out["bad"]
+    assert isinstance(bad, Result) and (bad.token, bad.code) == (3, ResultCode.OUT_OF_RANGE)
+    cfg = out["config"]
+    assert isinstance(cfg, Config) and cfg.guide_angle_deg == pytest.approx(45.0)
+
+
+def test_a_host_that_comes_back_gets_fresh_samples(probe):
+    async def twice() -> tuple[list[int], list[int]]:
+        runs = []
+        for _ in range(2):
+            async with BumbleLink(probe) as link:
+                found = await link.scan(5.0, first=True)
+                await link.connect(found[0].address, timeout=5.0)
+                await link.start_notify()
+                seqs: list[int] = []
+                async for note in link.notifications(timeout=3.0):
+                    seqs.extend(s.seq for s in decode_notification(note.data))
+                    if len(seqs) > 100:
+                        break
+                await link.disconnect()
+            runs.append(seqs)
+            await asyncio.sleep(1.0)  # the bridge takes a new host on its HCI socket once the last one has gone
+        return runs[0], runs[1]
+
+    first, second = asyncio.run(twice())
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(second))
+    assert (second[0] - first[-1]) % 65536 < 30000  # newer samples, the loop never stopped
