@@ -134,3 +134,18 @@ def test_a_host_that_comes_back_gets_fresh_samples(probe):
     first, second = asyncio.run(twice())
     assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(second))
     assert (second[0] - first[-1]) % 65536 < 30000  # newer samples, the loop never stopped
+
+
+@pytest.mark.slow
+def test_a_central_in_its_own_process_streams_a_minute_without_gaps(probe):
+    import subprocess
+    import sys
+
+    central = Path(__file__).with_name("radio_central.py")
+    proc = subprocess.run([sys.executable, str(central), probe, "stream", "60"], capture_output=True, text=True,
+                          timeout=120)
+    steps = {d["step"]: d for d in map(json.loads, proc.stdout.splitlines()) if d.get("step")}
+    assert steps["connect"]["mtu"] == 247
+    seqs = steps["stream"]["seqs"]
+    assert len(seqs) > 60 * 190
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs)), "sequence gaps"
