@@ -61,6 +61,76 @@ def _print_samples(samples: list[protocol.Sample]) -> None:
     console.print(table)
 
 
+_TRANSPORT_HELP = ("os (this computer's Bluetooth, via bleak), a Bumble transport such as usb:0 or the virtual "
+                   "probe's tcp-client:127.0.0.1:PORT, or console:PORT for a board's serial console")
+
+
+def _link_errors():
+    import contextlib
+
+    from needletrack.link import LinkError
+
+    @contextlib.contextmanager
+    def wrap():
+        try:
+            yield
+        except (LinkError, FileExistsError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrap()
+
+
+@main.command("scan")
+@click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to listen.")
+def scan_cmd(transport: str, timeout: float) -> None:
+    """Probes advertising nearby: name, address, signal strength."""
+    import asyncio
+
+    from needletrack import live
+
+    with _link_errors():
+        found = asyncio.run(live.scan(transport, timeout))
+    table = Table("name", "address", "RSSI")
+    for f in found:
+        table.add_row(f.name or "?", f.address, f"{f.rssi} dBm")
+    console.print(table if found else "no NeedleTrack probe found")
+    if not found:
+        sys.exit(1)
+
+
+@main.command("stream")
+@click.argument("device", required=False)
+@click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
+@click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
+def stream_cmd(device: str | None, transport: str, seconds: float | None) -> None:
+    """Show a probe's samples live: angle, depth, rate, loss. DEVICE: an address (default: the first found)."""
+    import asyncio
+
+    from needletrack import live
+
+    with _link_errors():
+        asyncio.run(live.run(transport, device, seconds, None, console))
+
+
+@main.command("record")
+@click.argument("args", nargs=-1, required=True, metavar="[DEVICE] DIR")
+@click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
+@click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
+def record_cmd(args: tuple[str, ...], transport: str, seconds: float | None) -> None:
+    """Record a probe's samples into DIR (docs/recording.md), shown live; Ctrl-C ends it cleanly."""
+    import asyncio
+
+    from needletrack import live
+
+    if len(args) > 2:
+        raise click.UsageError("expected [DEVICE] DIR")
+    device, directory = (None, args[0]) if len(args) == 1 else args
+    with _link_errors():
+        rx = asyncio.run(live.run(transport, device, seconds, Path(directory), console))
+    console.print(f"recording: {directory} ({rx.samples} samples, {rx.lost} lost)")
+
+
 @main.group("sim")
 def sim_group() -> None:
     """The virtual probe: the unchanged firmware on MicroPython with emulated sensors."""

@@ -22,31 +22,11 @@ from needletrack.protocol import (
     decode_record,
     encode_command,
 )
-from needletrack.sim import scenario, serve
-from needletrack.sim.console import Console
-from needletrack.sim.radio import RadioBridgeThread
-
-SCENARIO = {
-    "name": "ble",
-    "duration_s": 30.0,
-    "seed": 2,
-    "guide_angle_deg": 30.0,
-    "needle_length_mm": 60.0,
-    "attitude": [[0, 0, 0, 0]],
-    "depth": [[0, 10.0], [30, 40.0]],
-}
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory):
-    work: Path = tmp_path_factory.mktemp("ble")
-    session, fresh = serve.prepare(scenario.parse(SCENARIO), work)
-    with RadioBridgeThread() as radio:
-        doc = json.loads(session.read_text())
-        doc["radio"] = {"port": radio.shim_port, "pace": 1}
-        session.write_text(json.dumps(doc))
-        with Console(work, session, provision=fresh):
-            yield radio.transport
+def probe(served_probe):
+    return served_probe.transport
 
 
 async def _results(link: BumbleLink) -> asyncio.Queue[bytes]:

@@ -36,43 +36,16 @@ from bumble.keys import JsonKeyStore, KeyStore, MemoryKeyStore
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import Transport, open_transport
 
+from needletrack.link.base import Found, LinkError, Notification, SecurityError
 from needletrack.protocol import CONTROL_UUID, MEASUREMENT_UUID, SERVICE_UUID, STATUS_UUID
+
+__all__ = ["BumbleLink", "Found", "LinkError", "Notification", "SecurityError"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MTU = 247
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 ATT_INSUFFICIENT_ENCRYPTION = 0x0F
-
-
-class LinkError(Exception):
-    """The link cannot do what was asked (no probe found, not connected, timeout, ...)."""
-
-
-class SecurityError(LinkError):
-    """The probe refused an operation on an unencrypted or unbonded link (ATT error ``att_error``)."""
-
-    def __init__(self, message: str, att_error: int) -> None:
-        super().__init__(message)
-        self.att_error = att_error
-
-
-@dataclass(frozen=True)
-class Found:
-    """An advertising NeedleTrack probe."""
-
-    address: str
-    name: str | None
-    rssi: int
-    service_uuids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One measurement notification: its bytes and the host time it arrived (``clock()`` seconds)."""
-
-    t_host: float
-    data: bytes
 
 
 @dataclass

@@ -141,21 +141,25 @@ _GL_W = 0.5 * np.array([0.3478548451374538, 0.6521451548625461, 0.65214515486254
 
 def mean_body_rate(keyframes: np.ndarray, t_start: np.ndarray, t_end: np.ndarray) -> np.ndarray:
     """Mean body rate (rad/s) over [t_start, t_end] per element: quadrature within each keyframe segment the
-    interval covers (the rate is smooth inside a segment, discontinuous only at keyframes)."""
+    interval covers (the rate is smooth inside a segment, discontinuous only at keyframes).
+
+    Vectorised over the intervals: pass m handles every interval's m-th piece at once, so the cost grows with
+    the most keyframes any one interval holds (one or two for dense tremor paths), not with all keyframes."""
     k = _keys(keyframes)
-    t0 = np.asarray(t_start, dtype=float)
-    t1 = np.asarray(t_end, dtype=float)
-    # Split points: interval ends plus every keyframe time strictly inside.
+    t0, t1 = np.broadcast_arrays(np.asarray(t_start, dtype=float), np.asarray(t_end, dtype=float))
+    times = k[:, 0]
+    first = np.searchsorted(times, t0, side="right")  # first keyframe strictly after the interval's start
+    cuts = np.searchsorted(times, t1, side="left") - first  # keyframes strictly inside the interval
+    cuts = np.maximum(cuts, 0)
     total = np.zeros((*t0.shape, 3))
-    cuts = k[:, 0]
     lo = t0.copy()
-    for c in np.concatenate([cuts, [np.inf]]):
-        hi = np.minimum(t1, c) if np.isfinite(c) else t1
-        span = np.maximum(hi - lo, 0.0)
-        if np.any(span > 0):
-            for x, w in zip(_GL_X, _GL_W, strict=True):
-                total += (w * span)[..., None] * _rate_at(k, lo + x * span)
-        lo = np.maximum(lo, hi)
+    for m in range(int(cuts.max(initial=0)) + 1):
+        piece = m <= cuts
+        hi = np.where(m < cuts, times[np.minimum(first + m, len(times) - 1)], t1)
+        span = np.where(piece, np.maximum(hi - lo, 0.0), 0.0)
+        for x, w in zip(_GL_X, _GL_W, strict=True):
+            total += (w * span)[..., None] * _rate_at(k, lo + x * span)
+        lo = np.where(piece, hi, lo)
     return total / np.maximum(t1 - t0, 1e-300)[..., None]
 
 
