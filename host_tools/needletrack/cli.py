@@ -240,5 +240,13 @@ def demo(out: Path, scenario_name: str) -> None:
     console.print(f"  plot       {png}")
 
 
+def _register_groups() -> None:
+    from needletrack.image_commands import image_group
+
+    main.add_command(image_group)
+
+
+_register_groups()
+
 if __name__ == "__main__":
     main()
