@@ -94,6 +94,8 @@ class BleLink:
             self.encrypted = False
             self.busy = 0
             self.ring.reset_dropped()
+            # A new host wants the needle as it is now: what queued while nobody listened is not sent.
+            self.ring.clear()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] == self.conn:
                 self.conn = None
