@@ -248,20 +248,21 @@ class Attitude:
     @micropython.viper
     def gravity_q28(self, out):
         """g = R^T e_z, the world down axis in body coordinates, Q28, into out[0..2] (third row of R)."""
+        w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
         s = ptr32(self._s)
         o = ptr32(out)
         w = s[_S_QW]
         if (w >> 31) > 0:
-            w = w - (_W16 << 16)
+            w = w - (w16 << 16)
         x = s[_S_QX]
         if (x >> 31) > 0:
-            x = x - (_W16 << 16)
+            x = x - (w16 << 16)
         y = s[_S_QY]
         if (y >> 31) > 0:
-            y = y - (_W16 << 16)
+            y = y - (w16 << 16)
         z = s[_S_QZ]
         if (z >> 31) > 0:
-            z = z - (_W16 << 16)
+            z = z - (w16 << 16)
         o[0] = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
         o[1] = (int(fixmath.mul_q28(y, z)) + int(fixmath.mul_q28(w, x))) << 1
         o[2] = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
@@ -271,38 +272,40 @@ class Attitude:
     @micropython.viper
     def pitch_mdeg(self) -> int:
         """Pitch theta (Z-Y-X Euler, mdeg, [-90000, 90000]): asin(-R31)."""
+        w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
         s = ptr32(self._s)
         w = s[_S_QW]
         if (w >> 31) > 0:
-            w = w - (_W16 << 16)
+            w = w - (w16 << 16)
         x = s[_S_QX]
         if (x >> 31) > 0:
-            x = x - (_W16 << 16)
+            x = x - (w16 << 16)
         y = s[_S_QY]
         if (y >> 31) > 0:
-            y = y - (_W16 << 16)
+            y = y - (w16 << 16)
         z = s[_S_QZ]
         if (z >> 31) > 0:
-            z = z - (_W16 << 16)
+            z = z - (w16 << 16)
         r31 = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
         return int(fixmath.asin_q28_mdeg(0 - r31))
 
     @micropython.viper
     def roll_mdeg(self) -> int:
         """Roll phi (Z-Y-X Euler, mdeg, (-180000, 180000]): atan2(R32, R33)."""
+        w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
         s = ptr32(self._s)
         w = s[_S_QW]
         if (w >> 31) > 0:
-            w = w - (_W16 << 16)
+            w = w - (w16 << 16)
         x = s[_S_QX]
         if (x >> 31) > 0:
-            x = x - (_W16 << 16)
+            x = x - (w16 << 16)
         y = s[_S_QY]
         if (y >> 31) > 0:
-            y = y - (_W16 << 16)
+            y = y - (w16 << 16)
         z = s[_S_QZ]
         if (z >> 31) > 0:
-            z = z - (_W16 << 16)
+            z = z - (w16 << 16)
         r32 = (int(fixmath.mul_q28(y, z)) + int(fixmath.mul_q28(w, x))) << 1
         r33 = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
                + int(fixmath.mul_q28(z, z)))
@@ -313,10 +316,11 @@ class Attitude:
         """Needle elevation below horizontal (mdeg, [-90000, 90000]): asin((R d).z) with the needle direction
         d = (cos g, 0, sin g) in the body for guide angle g; equals g with the probe upright.
         (R d).z = R31 cos g + R33 sin g; cos g and sin g are cached per guide angle."""
+        w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
         s = ptr32(self._s)
         cached = s[_S_GUIDE]
         if (cached >> 31) > 0:
-            cached = cached - (_W16 << 16)
+            cached = cached - (w16 << 16)
         if guide_angle_mdeg != cached:
             fixmath.sincos_q28(guide_angle_mdeg, self._sc)
             sc = ptr32(self._sc)
@@ -325,22 +329,22 @@ class Attitude:
             s[_S_GUIDE] = guide_angle_mdeg
         c = s[_S_GCOS]
         if (c >> 31) > 0:
-            c = c - (_W16 << 16)
+            c = c - (w16 << 16)
         sn = s[_S_GSIN]
         if (sn >> 31) > 0:
-            sn = sn - (_W16 << 16)
+            sn = sn - (w16 << 16)
         w = s[_S_QW]
         if (w >> 31) > 0:
-            w = w - (_W16 << 16)
+            w = w - (w16 << 16)
         x = s[_S_QX]
         if (x >> 31) > 0:
-            x = x - (_W16 << 16)
+            x = x - (w16 << 16)
         y = s[_S_QY]
         if (y >> 31) > 0:
-            y = y - (_W16 << 16)
+            y = y - (w16 << 16)
         z = s[_S_QZ]
         if (z >> 31) > 0:
-            z = z - (_W16 << 16)
+            z = z - (w16 << 16)
         r31 = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
         r33 = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
                + int(fixmath.mul_q28(z, z)))
@@ -383,6 +387,7 @@ class Attitude:
     @micropython.viper
     def update(self, gx: int, gy: int, gz: int, ax: int, ay: int, az: int):
         """One IMU sample: raw gyro and accel LSB in the body frame, dt fixed at construction. No allocation."""
+        w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
         s = ptr32(self._s)
         p = ptr32(self._p)
         if gx > _IN_MAX:
@@ -420,13 +425,13 @@ class Attitude:
             a_ok = _F_A_OK
         pax = s[_S_AX]
         if (pax >> 31) > 0:
-            pax = pax - (_W16 << 16)
+            pax = pax - (w16 << 16)
         pay = s[_S_AY]
         if (pay >> 31) > 0:
-            pay = pay - (_W16 << 16)
+            pay = pay - (w16 << 16)
         paz = s[_S_AZ]
         if (paz >> 31) > 0:
-            paz = paz - (_W16 << 16)
+            paz = paz - (w16 << 16)
         s[_S_AX] = ax
         s[_S_AY] = ay
         s[_S_AZ] = az
@@ -439,13 +444,13 @@ class Attitude:
         # Bias-corrected rate, Q14 LSB: |g << 14| <= 2^29 - 2^14, |bias| <= 2^24.
         bx = s[_S_BX]
         if (bx >> 31) > 0:
-            bx = bx - (_W16 << 16)
+            bx = bx - (w16 << 16)
         by = s[_S_BY]
         if (by >> 31) > 0:
-            by = by - (_W16 << 16)
+            by = by - (w16 << 16)
         bz = s[_S_BZ]
         if (bz >> 31) > 0:
-            bz = bz - (_W16 << 16)
+            bz = bz - (w16 << 16)
         wx = (gx << 14) - bx
         wy = (gy << 14) - by
         wz = (gz << 14) - bz
@@ -488,16 +493,16 @@ class Attitude:
 
         qw = s[_S_QW]
         if (qw >> 31) > 0:
-            qw = qw - (_W16 << 16)
+            qw = qw - (w16 << 16)
         qx = s[_S_QX]
         if (qx >> 31) > 0:
-            qx = qx - (_W16 << 16)
+            qx = qx - (w16 << 16)
         qy = s[_S_QY]
         if (qy >> 31) > 0:
-            qy = qy - (_W16 << 16)
+            qy = qy - (w16 << 16)
         qz = s[_S_QZ]
         if (qz >> 31) > 0:
-            qz = qz - (_W16 << 16)
+            qz = qz - (w16 << 16)
 
         # Gyro half-angle, Q28 rad, from the rate before this sample's bias update: w = wi * 2^14 + wf split so
         # each product stays below 2^29.1.

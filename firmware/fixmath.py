@@ -12,9 +12,11 @@
 #
 # Viper's ptr32 loads zero-extend on a 64-bit port (the unix port the tests run on) but are plain signed words
 # on the 32-bit boards. Every signed load is therefore followed by
-#     if (v >> 31) > 0: v = v - (_W16 << 16)
-# which is taken only on a 64-bit port, where (_W16 << 16) = 2^32 is a machine word; on a 32-bit board
-# (v >> 31) is 0 or -1 and the branch is dead. _W16 = 2^16 keeps the constant a small int everywhere.
+#     if (v >> 31) > 0: v = v - (w16 << 16)
+# with w16 = _W16 a viper local: the branch is taken only on a 64-bit port, where (w16 << 16) = 2^32 is a
+# machine word; on a 32-bit board (v >> 31) is 0 or -1 and the branch is dead. The shift must happen at run
+# time: written as (_W16 << 16) the compiler folds it into the constant 2^32, which is no small int on the
+# boards, and viper refuses to compile the function there (mpy-cross -march=xtensawin / armv6m).
 import array
 import micropython
 from micropython import const
@@ -258,33 +260,34 @@ def quat_mul_q28(out, a, b):
     unit row with a unit vector, so partial sums stay below |a| |b| * 2^28 (Cauchy-Schwarz). out may alias a
     or b: all inputs are read before the first store.
     """
+    w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
     pa = ptr32(a)
     pb = ptr32(b)
     po = ptr32(out)
     aw = pa[0]
     if (aw >> 31) > 0:
-        aw = aw - (_W16 << 16)
+        aw = aw - (w16 << 16)
     ax = pa[1]
     if (ax >> 31) > 0:
-        ax = ax - (_W16 << 16)
+        ax = ax - (w16 << 16)
     ay = pa[2]
     if (ay >> 31) > 0:
-        ay = ay - (_W16 << 16)
+        ay = ay - (w16 << 16)
     az = pa[3]
     if (az >> 31) > 0:
-        az = az - (_W16 << 16)
+        az = az - (w16 << 16)
     bw = pb[0]
     if (bw >> 31) > 0:
-        bw = bw - (_W16 << 16)
+        bw = bw - (w16 << 16)
     bx = pb[1]
     if (bx >> 31) > 0:
-        bx = bx - (_W16 << 16)
+        bx = bx - (w16 << 16)
     by = pb[2]
     if (by >> 31) > 0:
-        by = by - (_W16 << 16)
+        by = by - (w16 << 16)
     bz = pb[3]
     if (bz >> 31) > 0:
-        bz = bz - (_W16 << 16)
+        bz = bz - (w16 << 16)
     w = int(mul_q28(aw, bw)) - int(mul_q28(ax, bx)) - int(mul_q28(ay, by)) - int(mul_q28(az, bz))
     x = int(mul_q28(aw, bx)) + int(mul_q28(ax, bw)) + int(mul_q28(ay, bz)) - int(mul_q28(az, by))
     y = int(mul_q28(aw, by)) - int(mul_q28(ax, bz)) + int(mul_q28(ay, bw)) + int(mul_q28(az, bx))
@@ -304,13 +307,14 @@ def quat_renorm_step_q28(q):
     several) so that (q_i >> 14) * e < 2^29.1 whatever q holds.
     Squares: q_i^2 / 2^28 = qh^2 + (2 qh ql) >> 14 with qh = q_i >> 14, ql = q_i & 0x3FFF.
     """
+    w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
     p = ptr32(q)
     n2 = 0
     i = 0
     while i < 4:
         v = p[i]
         if (v >> 31) > 0:
-            v = v - (_W16 << 16)
+            v = v - (w16 << 16)
         vh = v >> 14
         n2 = n2 + vh * vh + ((vh * (v & 0x3FFF)) >> 13)
         i += 1
@@ -323,7 +327,7 @@ def quat_renorm_step_q28(q):
     while i < 4:
         v = p[i]
         if (v >> 31) > 0:
-            v = v - (_W16 << 16)
+            v = v - (w16 << 16)
         p[i] = v + (((v >> 14) * e) >> 13)
         i += 1
 
@@ -337,19 +341,20 @@ def quat_normalize_q28(q) -> int:
     resulting Q28 factor 2^13 / n (in (0.5, 2]) with mul_q28, so the direction keeps full precision and only the
     scale carries the estimate's 2^-12 error; three quat_renorm_step_q28 steps remove that.
     """
+    w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
     p = ptr32(q)
     w = p[0]
     if (w >> 31) > 0:
-        w = w - (_W16 << 16)
+        w = w - (w16 << 16)
     x = p[1]
     if (x >> 31) > 0:
-        x = x - (_W16 << 16)
+        x = x - (w16 << 16)
     y = p[2]
     if (y >> 31) > 0:
-        y = y - (_W16 << 16)
+        y = y - (w16 << 16)
     z = p[3]
     if (z >> 31) > 0:
-        z = z - (_W16 << 16)
+        z = z - (w16 << 16)
     m = 0
     if w < 0:
         m = m | (0 - w)
@@ -402,21 +407,22 @@ def quat_rotate_q28(out, q, v):
     """out = R(q) v for a unit Q28 quaternion q and a vector v (any Q, |v| <= 2^29): rotation matrix rows
     (each |R_ij| <= 1, Q28) dotted with v. Each row is a unit vector, so every partial sum is <= |v|
     (+ rounding). out must not alias v."""
+    w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
     pq = ptr32(q)
     pv = ptr32(v)
     po = ptr32(out)
     w = pq[0]
     if (w >> 31) > 0:
-        w = w - (_W16 << 16)
+        w = w - (w16 << 16)
     x = pq[1]
     if (x >> 31) > 0:
-        x = x - (_W16 << 16)
+        x = x - (w16 << 16)
     y = pq[2]
     if (y >> 31) > 0:
-        y = y - (_W16 << 16)
+        y = y - (w16 << 16)
     z = pq[3]
     if (z >> 31) > 0:
-        z = z - (_W16 << 16)
+        z = z - (w16 << 16)
     xx = int(mul_q28(x, x))
     yy = int(mul_q28(y, y))
     zz = int(mul_q28(z, z))
@@ -428,13 +434,13 @@ def quat_rotate_q28(out, q, v):
     wz = int(mul_q28(w, z))
     vx = pv[0]
     if (vx >> 31) > 0:
-        vx = vx - (_W16 << 16)
+        vx = vx - (w16 << 16)
     vy = pv[1]
     if (vy >> 31) > 0:
-        vy = vy - (_W16 << 16)
+        vy = vy - (w16 << 16)
     vz = pv[2]
     if (vz >> 31) > 0:
-        vz = vz - (_W16 << 16)
+        vz = vz - (w16 << 16)
     po[0] = (int(mul_q28(ONE_Q28 - ((yy + zz) << 1), vx)) + int(mul_q28((xy - wz) << 1, vy))
              + int(mul_q28((xz + wy) << 1, vz)))
     po[1] = (int(mul_q28((xy + wz) << 1, vx)) + int(mul_q28(ONE_Q28 - ((xx + zz) << 1), vy))
