@@ -38,6 +38,17 @@ def raises(exc_type, fn, *args):
     raise AssertionError("%s not raised by %r%r" % (exc_type.__name__, fn, args))
 
 
+def lcg(seed):
+    """A deterministic integer generator, independent of the port's random module: nxt(lo, hi) in [lo, hi]."""
+    state = [seed & 0x7FFFFFFF]
+
+    def nxt(lo, hi):
+        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return lo + state[0] % (hi - lo + 1)
+
+    return nxt
+
+
 def _run(modname, names):
     mod = __import__(modname)
     if not names:

@@ -4,7 +4,7 @@ import array
 import math
 
 import rangecheck
-from mptest import eq, near, raises
+from mptest import eq, near, raises, lcg
 
 import attitude
 import fixmath
@@ -12,16 +12,6 @@ import fixmath
 G = 1.0 / 0.122e-3  # accel LSB per g at +-4 g
 DPS_PER_LSB = 17.5e-3
 ONE = 1 << 28
-
-
-def _lcg(seed):
-    state = [seed & 0x7FFFFFFF]
-
-    def nxt(lo, hi):
-        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return lo + state[0] % (hi - lo + 1)
-
-    return nxt
 
 
 # ---- float ground truth ---------------------------------------------------------------------------------
@@ -119,7 +109,7 @@ def test_settles_and_learns_bias_while_still():
     a = accel_raw(q)
     bias = (29, -17, 6)  # ~0.5, -0.3, 0.1 dps
     est = attitude.Attitude()
-    rnd = _lcg(1)
+    rnd = lcg(1)
     feed(est, 1, (0, 0, 0), a)
     feed(est, 1500, bias, a, rnd)
     eq(est.settling, True)  # 1.8 s: the integral has not learnt for settle_s (2 s) yet
@@ -150,7 +140,7 @@ def test_settling_ends_without_a_still_period():
     q = q_euler(0, 5, 0)
     est = attitude.Attitude()
     bias = (57, -40, 29)  # 1, -0.7, 0.5 dps
-    rnd = _lcg(3)
+    rnd = lcg(3)
     ever_still = False
     n = 416 * 12
     vert = [0.0, 0.0, 0.0]
@@ -217,7 +207,7 @@ def test_slow_tilt_is_not_learnt_as_bias():
     # 0.5 deg/s gyro bias on every axis.
     bias = (HALF_DPS, HALF_DPS, -HALF_DPS)
     est = attitude.Attitude()
-    rnd = _lcg(11)
+    rnd = lcg(11)
     q = q_euler(0, 2, -1)
     q, _, _ = _run_turning(est, q, 2500, (0, 0, 0), bias, rnd)
     eq(est.settling, False)
@@ -236,7 +226,7 @@ def test_boot_during_a_slow_tilt():
     # the probe is held from the start): settling learns the bias, not the tilt.
     bias = (HALF_DPS, -HALF_DPS, HALF_DPS)
     est = attitude.Attitude()
-    rnd = _lcg(12)
+    rnd = lcg(12)
     rate = (-0.3 / DPS_PER_LSB, HALF_DPS, 0)
     q = q_euler(0, -3, 1)
     q, _, _ = _run_turning(est, q, 2500, rate, bias, rnd)
@@ -251,7 +241,7 @@ def test_bias_about_the_vertical_is_left_alone_and_harmless():
     # accelerometer sees and which moves neither pitch, roll nor the needle angle. At 5.3 deg/s it is beyond the
     # still threshold, so the gyro average does not take it either: it must stay unlearnt and do no harm.
     est = attitude.Attitude()
-    rnd = _lcg(13)
+    rnd = lcg(13)
     q, _, _ = _run_turning(est, q_euler(0, 0, 0), 2500, (0, 0, 0), (0, 0, 300), rnd)
     eq(est.settling, False)
     q, rms, worst = _run_turning(est, q, 833 * 10, (0, 0, 0), (0, 0, 300), rnd)
@@ -346,7 +336,7 @@ def test_moving_flag_on_rate_and_on_accel():
 
 
 def test_needle_angle_for_random_attitudes():
-    rnd = _lcg(77)
+    rnd = lcg(77)
     est = attitude.Attitude()
     for _ in range(200):
         yaw = rnd(-180, 180)
@@ -388,7 +378,7 @@ def test_update_allocates_nothing():
     a = accel_raw(q)
     est = attitude.Attitude()
     qo = array.array("i", [0] * 4)
-    rnd = _lcg(5)
+    rnd = lcg(5)
     noise = [rnd(-40, 40) for _ in range(64)]
     est.update(0, 0, 0, a[0], a[1], a[2])
     micropython.heap_lock()
@@ -482,7 +472,7 @@ def _extreme_run(mods, n_random=600, dt=1.0 / 833, outputs=True):
         for _ in range(400):
             est.update(C(457 * sg), C(457 * sg), C(457 * sg), C(-ad * sg), C(-ad * sg), C(-ad * sg))
     # Long noisy run with random extremes and outputs queried throughout.
-    rnd = _lcg(2024)
+    rnd = lcg(2024)
     est = A.Attitude(dt)
     for i in range(n_random):
         est.update(C(rnd(-32768, 32767)), C(rnd(-32768, 32767)), C(rnd(-32768, 32767)),
@@ -539,7 +529,7 @@ def test_checked_copy_computes_what_viper_computes():
     C = rangecheck.C
     est_v = attitude.Attitude()
     est_c = mods["attitude"].Attitude()
-    rnd = _lcg(9)
+    rnd = lcg(9)
     q = q_euler(0, 25, -10)
     for i in range(400):
         a = accel_raw(q)

@@ -3,18 +3,7 @@ import array
 import math
 
 import fixmath
-from mptest import eq, near
-
-
-def _lcg(seed):
-    # Deterministic generator independent of the port's random module.
-    state = [seed & 0x7FFFFFFF]
-
-    def nxt(lo, hi):
-        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return lo + state[0] % (hi - lo + 1)
-
-    return nxt
+from mptest import eq, near, lcg
 
 
 def _ref_atan2_mdeg(y, x):
@@ -42,7 +31,7 @@ def test_atan2_axes_exact():
 
 def test_atan2_error_bound_random():
     bound = fixmath.ATAN2_MAX_ERR_MDEG
-    rnd = _lcg(12345)
+    rnd = lcg(12345)
     worst = 0.0
     lim = 1 << 29
     for k in range(6000):
@@ -89,7 +78,7 @@ def test_atan2_no_alloc():
 
 
 def test_isqrt_exact():
-    rnd = _lcg(7)
+    rnd = lcg(7)
     cases = [0, 1, 2, 3, 4, 15, 16, 17, (1 << 30) - 1, (1 << 28), (1 << 28) - 1, 32767 * 32767]
     cases += [rnd(0, (1 << 30) - 1) for _ in range(3000)]
     for n in cases:
@@ -113,7 +102,7 @@ def test_saturating_helpers():
 
 
 def test_mul_q28_against_exact_product():
-    rnd = _lcg(99)
+    rnd = lcg(99)
     lim = 1 << 29
     one = fixmath.ONE_Q28
     for _k in range(4000):
@@ -156,7 +145,7 @@ def test_asin_bounds_and_steep_angles():
     one = fixmath.ONE_Q28
     bound = fixmath.ASIN_MAX_ERR_MDEG
     worst = 0.0
-    rnd = _lcg(3)
+    rnd = lcg(3)
     samples = [rnd(-one, one) for _ in range(3000)]
     # Near +-1 asin is steepest: probe the last few hundred ppm densely.
     samples += [one - (1 << k) for k in range(0, 24)] + [-one + (1 << k) for k in range(0, 24)]
@@ -197,7 +186,7 @@ def _unit_quat(rnd):
 
 
 def test_quat_mul_matches_float():
-    rnd = _lcg(11)
+    rnd = lcg(11)
     out = array.array("i", [0] * 4)
     for _ in range(500):
         a = _unit_quat(rnd)
@@ -217,7 +206,7 @@ def test_quat_mul_matches_float():
 
 def test_quat_normalize():
     one = fixmath.ONE_Q28
-    rnd = _lcg(5)
+    rnd = lcg(5)
     for k in range(400):
         span = (1 << 28, 1 << 20, 3000, 2)[k % 4]
         q = array.array("i", [rnd(-span, span) for _ in range(4)])
@@ -247,7 +236,7 @@ def test_quat_renorm_step_converges():
 
 
 def test_quat_rotate_matches_float():
-    rnd = _lcg(21)
+    rnd = lcg(21)
     one = fixmath.ONE_Q28
     out = array.array("i", [0] * 3)
     for _ in range(300):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +36,15 @@ class Notification:
 
     t_host: float
     data: bytes
+
+
+async def drain(queue: asyncio.Queue[Notification], timeout: float | None) -> AsyncIterator[Notification]:
+    """Notifications from a backend's queue as they come; ends once none has come for `timeout` seconds."""
+    while True:
+        try:
+            yield await asyncio.wait_for(queue.get(), timeout)
+        except TimeoutError:
+            return
 
 
 class Link(Protocol):
