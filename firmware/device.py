@@ -53,10 +53,6 @@ def loop_config(cfg):
     )
 
 
-def _d10um(um):
-    return packet.to_d10um(um)
-
-
 class Device:
     def __init__(self):
         self.board = boards.select()
@@ -126,9 +122,10 @@ class Device:
     def config_record(self):
         c = self.cfg
         nogo = c["nogo_depth_um"]
+        d10 = packet.to_d10um
         packet.pack_config(self.config_buf, c["guide_angle_mdeg"] // 10, c["needle_length_um"] // 100,
-                           _d10um(nogo) if nogo > 0 else packet.NA, _d10um(c["nogo_margin_um"]), c["rate_hz"],
-                           self.calibration_id(), len(self.cal["sensors"][0]["angle_mdeg"]), _d10um(c["tare_um"]))
+                           d10(nogo) if nogo > 0 else packet.NA, d10(c["nogo_margin_um"]), c["rate_hz"],
+                           self.calibration_id(), len(self.cal["sensors"][0]["angle_mdeg"]), d10(c["tare_um"]))
         return self.config_buf
 
     def dropped(self):

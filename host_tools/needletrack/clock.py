@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 TICK_PERIOD_US = 1 << 30
-_HALF = TICK_PERIOD_US // 2
 
 
 class Unwrapper:
