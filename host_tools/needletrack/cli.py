@@ -102,7 +102,7 @@ def scan_cmd(transport: str, timeout: float) -> None:
 @main.command("stream")
 @click.argument("device", required=False)
 @click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
-@click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
+@click.option("--duration", "--seconds", "seconds", type=float, help="Stop after this many seconds (default: Ctrl-C).")
 def stream_cmd(device: str | None, transport: str, seconds: float | None) -> None:
     """Show a probe's samples live: angle, depth, rate, loss. DEVICE: an address (default: the first found)."""
     import asyncio
@@ -116,7 +116,7 @@ def stream_cmd(device: str | None, transport: str, seconds: float | None) -> Non
 @main.command("record")
 @click.argument("args", nargs=-1, required=True, metavar="[DEVICE] DIR")
 @click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
-@click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
+@click.option("--duration", "--seconds", "seconds", type=float, help="Stop after this many seconds (default: Ctrl-C).")
 def record_cmd(args: tuple[str, ...], transport: str, seconds: float | None) -> None:
     """Record a probe's samples into DIR (docs/recording.md), shown live; Ctrl-C ends it cleanly."""
     import asyncio

@@ -17,8 +17,6 @@ from needletrack.protocol import Flag, Status, decode_record
 from needletrack.receiver import Receiver, Timed
 from needletrack.recording import RecordingWriter, flags_text
 
-LOST_AFTER_S = 0.5  # no notification for this long: the signal is shown as lost, never as a frozen value
-
 
 async def scan(transport: str, timeout: float) -> list[Found]:
     async with open_link(transport) as link:
@@ -31,9 +29,10 @@ def _fmt(v: float | None, unit: str) -> str:
 
 def _view(rx: Receiver, where: str, status: Status | None, recording: Path | None) -> Table:
     t = Table(show_header=False, title=f"NeedleTrack — {where}", min_width=60)
-    age = rx.age_s(time.monotonic())
+    now = time.monotonic()
+    age = rx.age_s(now)
     last = rx.last
-    if last is None or age is None or age > LOST_AFTER_S:
+    if last is None or rx.stale(now):
         t.add_row("signal", "[bold white on red] NO SIGNAL [/]" + (f" for {age:.1f} s" if age is not None else ""))
     else:
         s = last.sample

@@ -26,6 +26,7 @@ import numpy as np
 from needletrack.geometry import Calibration, Point, depth_row, trajectory
 from needletrack.needle_state import NeedleState
 from needletrack.protocol import Flag
+from needletrack.receiver import STALE_AFTER_S
 
 Colour = tuple[int, int, int]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -44,7 +45,7 @@ class Style:
     text: Colour = (255, 255, 255)
     panel: Colour = (20, 20, 20)
     panel_alpha: float = 0.75
-    max_age_s: float = 0.25  # older needle data is stale: NO SIGNAL
+    max_age_s: float = STALE_AFTER_S  # older needle data is stale: NO SIGNAL
     twitch_flash_s: float = 0.6
 
 

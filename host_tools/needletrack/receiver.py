@@ -12,6 +12,9 @@ from needletrack.clock import ClockMapper, Unwrapper
 from needletrack.link.base import Notification
 from needletrack.protocol import ProtocolError, Sample, decode_notification
 
+# A link silent for longer than this has lost the signal: every consumer shows the needle as lost from then on.
+STALE_AFTER_S = 0.1
+
 
 @dataclass(frozen=True)
 class Timed:
@@ -81,3 +84,7 @@ class Receiver:
     def age_s(self, now: float) -> float | None:
         """How long since the last notification arrived: what decides that the signal is lost."""
         return None if self.last_arrival is None else now - self.last_arrival
+
+    def stale(self, now: float) -> bool:
+        age = self.age_s(now)
+        return age is None or age > STALE_AFTER_S
