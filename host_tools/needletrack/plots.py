@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from needletrack.protocol import Flag
 from needletrack.recording import Recording
 
 _EVENT_STYLE = {"twitch": ("tab:red", "twitch"), "pass": ("tab:green", "pass"), "gap": ("black", "gap")}
@@ -43,6 +44,13 @@ def session_overview(rec: Recording, out: Path, title: str = "") -> Path:
         if missing.any():
             ax.fill_between(t, 0, 1, where=missing, transform=ax.get_xaxis_transform(), color="0.85",
                             label="no measurement (flagged)")
+    # What the device said about the no-go depth, sample by sample: amber within the margin, red at or past it.
+    for flag, colour, label in ((Flag.NOGO_NEAR, "orange", "no-go near (device)"),
+                                (Flag.NOGO_REACHED, "red", "no-go reached (device)")):
+        on = np.array([flag in f for f in rec.flags])
+        if on.any():
+            ax_depth.fill_between(t, 0, 1, where=on, transform=ax_depth.get_xaxis_transform(), color=colour,
+                                  alpha=0.18, label=label)
     seen: set[str] = set()
     for when, kind, _ in rec.events:
         if kind in _EVENT_STYLE:
@@ -60,7 +68,9 @@ def session_overview(rec: Recording, out: Path, title: str = "") -> Path:
         ax.grid(True, alpha=0.3)
     ax_angle.legend(loc="upper right", fontsize=8, ncol=3)
     ax_depth.legend(loc="lower right", fontsize=8, ncol=3)
-    fig.suptitle(title or "NeedleTrack session")
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(title or "NeedleTrack session", 110)))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
