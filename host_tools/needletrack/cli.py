@@ -241,9 +241,12 @@ def demo(out: Path, scenario_name: str) -> None:
 
 
 def _register_groups() -> None:
+    from needletrack.device_control import command_command, config_command
     from needletrack.flashing_cli import device_group, flash_command
     from needletrack.image_commands import image_group
 
+    device_group.add_command(config_command)
+    device_group.add_command(command_command)
     main.add_command(image_group)
     main.add_command(flash_command)
     main.add_command(device_group)

@@ -66,3 +66,20 @@ def test_receiver_counts_losses_and_rejects_malformed_notifications():
     assert rx.lost == 2 and rx.malformed == 1 and rx.samples == 3
     assert got[0].device_s == pytest.approx(0.021)
     assert got[0].host_s - got[0].device_s == pytest.approx(10.0 - 0.001, abs=0.2)
+
+
+def test_device_commands_over_ble_answer_and_refuse(served_probe):
+    t = served_probe.transport
+    runner = CliRunner()
+    res = runner.invoke(main, ["device", "command", "set-guide-angle", "40", "-t", t])
+    assert res.exit_code == 0 and "OK" in res.output, res.output
+    res = runner.invoke(main, ["device", "command", "set-rate", "5", "-t", t])
+    assert res.exit_code == 1 and "OUT_OF_RANGE" in res.output, res.output
+    res = runner.invoke(main, ["device", "command", "set-nogo", "none", "0", "-t", t])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["device", "config", "-t", t])
+    assert res.exit_code == 0, res.output
+    assert "guide angle deg" in res.output and "40.0" in res.output
+    assert "RUNNING" in res.output or "CALIBRATING" in res.output
+    res = runner.invoke(main, ["device", "command", "set-nogo", "deep", "1", "-t", t])
+    assert res.exit_code != 0 and "not a number" in res.output
