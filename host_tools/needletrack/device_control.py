@@ -45,10 +45,7 @@ async def send(transport: str, address: str | None, opcode: Opcode, *args: int, 
         await link.connect(address)
         await link.pair()
         records: asyncio.Queue[bytes] = asyncio.Queue()
-        subscribe = getattr(link, "subscribe", None)
-        if subscribe is None:
-            raise LinkError(f"the {transport} link has no control channel: use a BLE transport")
-        await subscribe(STATUS_UUID, records.put_nowait)
+        await link.subscribe(STATUS_UUID, records.put_nowait)
         await link.write_control(encode_command(opcode, token, *args))
         result: Result | None = None
         extra: Record | None = None

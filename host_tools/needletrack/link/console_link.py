@@ -89,6 +89,9 @@ class ConsoleLink:
             except TimeoutError:
                 return
 
+    async def subscribe(self, uuid: str, callback: Callable[[bytes], Any]) -> None:
+        raise LinkError("the serial console carries samples only; characteristics are read over BLE")
+
     async def pair(self) -> bool:
         return False  # a cable needs no pairing
 
