@@ -13,7 +13,7 @@ from typing import Any
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 
-from needletrack.link.base import Found, LinkError, Notification, SecurityError
+from needletrack.link.base import Found, LinkError, Notification, SecurityError, drain
 from needletrack.protocol import CONTROL_UUID, MEASUREMENT_UUID, SERVICE_UUID, STATUS_UUID
 
 
@@ -67,12 +67,11 @@ class BleakLink:
 
         await self.client.start_notify(MEASUREMENT_UUID, on_data)
 
-    async def notifications(self, timeout: float | None = None) -> AsyncIterator[Notification]:
-        while True:
-            try:
-                yield await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
-                return
+    async def subscribe(self, uuid: str, callback: Callable[[bytes], Any]) -> None:
+        await self.client.start_notify(uuid, lambda _char, data: callback(bytes(data)))
+
+    def notifications(self, timeout: float | None = None) -> AsyncIterator[Notification]:
+        return drain(self._queue, timeout)
 
     async def pair(self) -> bool:
         try:

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from needletrack.link.base import Found, LinkError, Notification
+from needletrack.link.base import Found, LinkError, Notification, drain
 from needletrack.link.serial_lines import PREFIX
 
 
@@ -82,12 +82,8 @@ class ConsoleLink:
         else:
             self._queue.put_nowait(note)
 
-    async def notifications(self, timeout: float | None = None) -> AsyncIterator[Notification]:
-        while True:
-            try:
-                yield await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
-                return
+    def notifications(self, timeout: float | None = None) -> AsyncIterator[Notification]:
+        return drain(self._queue, timeout)
 
     async def subscribe(self, uuid: str, callback: Callable[[bytes], Any]) -> None:
         raise LinkError("the serial console carries samples only; characteristics are read over BLE")
