@@ -179,6 +179,7 @@ class Attitude:
         self._p = p
         self._s = array.array("i", [0] * _S_LEN)
         self._sc = array.array("i", [0, 0])  # sincos_q28 output
+        self._g = array.array("i", [0, 0, 0])  # gravity_q28 output for the angle outputs
         self.dt_s = dt_s
         self.reset()
 
@@ -269,46 +270,29 @@ class Attitude:
                 + int(fixmath.mul_q28(z, z)))
         return out
 
+    # pitch, roll and needle angle all start from the gravity row that gravity_q28 writes into a preallocated
+    # array; each loads back only the entries it needs (with the 64-bit port's sign fix, see fixmath).
     @micropython.viper
     def pitch_mdeg(self) -> int:
         """Pitch theta (Z-Y-X Euler, mdeg, [-90000, 90000]): asin(-R31)."""
         w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
-        s = ptr32(self._s)
-        w = s[_S_QW]
-        if (w >> 31) > 0:
-            w = w - (w16 << 16)
-        x = s[_S_QX]
-        if (x >> 31) > 0:
-            x = x - (w16 << 16)
-        y = s[_S_QY]
-        if (y >> 31) > 0:
-            y = y - (w16 << 16)
-        z = s[_S_QZ]
-        if (z >> 31) > 0:
-            z = z - (w16 << 16)
-        r31 = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
+        g = ptr32(self.gravity_q28(self._g))
+        r31 = g[0]
+        if (r31 >> 31) > 0:
+            r31 = r31 - (w16 << 16)
         return int(fixmath.asin_q28_mdeg(0 - r31))
 
     @micropython.viper
     def roll_mdeg(self) -> int:
         """Roll phi (Z-Y-X Euler, mdeg, (-180000, 180000]): atan2(R32, R33)."""
         w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
-        s = ptr32(self._s)
-        w = s[_S_QW]
-        if (w >> 31) > 0:
-            w = w - (w16 << 16)
-        x = s[_S_QX]
-        if (x >> 31) > 0:
-            x = x - (w16 << 16)
-        y = s[_S_QY]
-        if (y >> 31) > 0:
-            y = y - (w16 << 16)
-        z = s[_S_QZ]
-        if (z >> 31) > 0:
-            z = z - (w16 << 16)
-        r32 = (int(fixmath.mul_q28(y, z)) + int(fixmath.mul_q28(w, x))) << 1
-        r33 = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
-               + int(fixmath.mul_q28(z, z)))
+        g = ptr32(self.gravity_q28(self._g))
+        r32 = g[1]
+        if (r32 >> 31) > 0:
+            r32 = r32 - (w16 << 16)
+        r33 = g[2]
+        if (r33 >> 31) > 0:
+            r33 = r33 - (w16 << 16)
         return int(fixmath.atan2_mdeg(r32, r33))
 
     @micropython.viper
@@ -333,21 +317,13 @@ class Attitude:
         sn = s[_S_GSIN]
         if (sn >> 31) > 0:
             sn = sn - (w16 << 16)
-        w = s[_S_QW]
-        if (w >> 31) > 0:
-            w = w - (w16 << 16)
-        x = s[_S_QX]
-        if (x >> 31) > 0:
-            x = x - (w16 << 16)
-        y = s[_S_QY]
-        if (y >> 31) > 0:
-            y = y - (w16 << 16)
-        z = s[_S_QZ]
-        if (z >> 31) > 0:
-            z = z - (w16 << 16)
-        r31 = (int(fixmath.mul_q28(x, z)) - int(fixmath.mul_q28(w, y))) << 1
-        r33 = (int(fixmath.mul_q28(w, w)) - int(fixmath.mul_q28(x, x)) - int(fixmath.mul_q28(y, y))
-               + int(fixmath.mul_q28(z, z)))
+        g = ptr32(self.gravity_q28(self._g))
+        r31 = g[0]
+        if (r31 >> 31) > 0:
+            r31 = r31 - (w16 << 16)
+        r33 = g[2]
+        if (r33 >> 31) > 0:
+            r33 = r33 - (w16 << 16)
         # |R31 cos + R33 sin| <= 1: a unit row dotted with a unit vector.
         e = int(fixmath.mul_q28(r31, c)) + int(fixmath.mul_q28(r33, sn))
         return int(fixmath.asin_q28_mdeg(e))
