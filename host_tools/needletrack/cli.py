@@ -171,7 +171,7 @@ def _run_scenario(name: str, record: Path | None, realtime: bool, rate: int, wor
 def _print_summary(summary) -> None:
     table = Table("", "", title="virtual probe session", show_header=False)
     table.add_row("device", summary.banner)
-    table.add_row("samples", f"{summary.samples} ({summary.gaps} gaps)")
+    table.add_row("samples", f"{summary.samples} ({summary.lost} lost)")
     rate = summary.samples / summary.last_device_s if summary.last_device_s else 0.0
     table.add_row("rate", f"{rate:.1f} samples/s of device time")
     table.add_row("wall time", f"{summary.wall_s:.1f} s for {summary.last_device_s:.1f} s of device time")

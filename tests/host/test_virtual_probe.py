@@ -35,7 +35,7 @@ def test_the_firmware_boots_and_streams_every_sample(short_run):
     sc, summary, rec, _ = short_run
     assert summary.banner.startswith("NeedleTrack ")
     assert "imu=ok hall_a=ok hall_b=ok" in summary.banner
-    assert summary.gaps == 0
+    assert summary.lost == 0
     t = rec.samples["device_time_s"]
     assert summary.samples == len(t)
     assert t[0] < 0.05 and t[-1] > sc.duration_s - 0.05  # boot to power-off
@@ -105,7 +105,7 @@ def test_twenty_minute_session_across_the_device_tick_wrap(tmp_path):
     t = rec.samples["device_time_s"]
     assert t[-1] > (1 << 30) / 1e6 + 60  # well past the wrap at 1073.74 s
     assert np.all(np.diff(t) > 0) and np.max(np.diff(t)) < 0.0075
-    assert summary.gaps == 0
+    assert summary.lost == 0
     assert summary.errors["depth_mm"] < 0.2
     twitches = [w for w, k, _ in rec.events if k == "twitch"]
     assert len(twitches) == 1 and abs(twitches[0] - 1073.9) < 0.1  # right across the wrap

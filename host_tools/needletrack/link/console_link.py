@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from needletrack.link.base import Found, LinkError, Notification, drain
-from needletrack.link.serial_lines import PREFIX
+from needletrack.link.serial_lines import payload
+from needletrack.protocol import ProtocolError
 
 
 class ConsoleLink:
@@ -65,15 +66,14 @@ class ConsoleLink:
             if not line:
                 continue
             t = self.clock()
-            text = line.strip()
-            if not text.startswith(PREFIX):
-                self.log.append(text.decode(errors="replace"))
-                continue
             try:
-                note = Notification(t, bytes.fromhex(text[len(PREFIX):].decode("ascii")))
-            except (ValueError, UnicodeDecodeError):
-                self.log.append(text.decode(errors="replace"))  # decoded (and rejected) by the caller's decoder
+                data = payload(line)
+            except ProtocolError:
+                data = b""  # a broken sample line: delivered, so the receiver counts it as malformed
+            if data is None:
+                self.log.append(line.strip().decode(errors="replace"))
                 continue
+            note = Notification(t, data)
             self._loop.call_soon_threadsafe(self._deliver, note)
 
     def _deliver(self, note: Notification) -> None:

@@ -11,13 +11,18 @@ from needletrack.protocol import ProtocolError, Sample, decode_notification
 PREFIX = b"NT1 "
 
 
-def parse_line(line: bytes) -> list[Sample] | None:
-    """The samples of one console line, or None if it is not a sample line."""
+def payload(line: bytes) -> bytes | None:
+    """The notification bytes a console line carries, or None if it is not a sample line."""
     line = line.strip()
     if not line.startswith(PREFIX):
         return None
     try:
-        data = bytes.fromhex(line[len(PREFIX):].decode("ascii"))
+        return bytes.fromhex(line[len(PREFIX):].decode("ascii"))
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError(f"sample line is not hex: {line[:40]!r}") from None
-    return decode_notification(data)
+
+
+def parse_line(line: bytes) -> list[Sample] | None:
+    """The samples of one console line, or None if it is not a sample line."""
+    data = payload(line)
+    return None if data is None else decode_notification(data)

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from needletrack import paths
-from needletrack.clock import ClockMapper, Unwrapper
-from needletrack.link.serial_lines import parse_line
+from needletrack.link.base import Notification
+from needletrack.link.serial_lines import payload
 from needletrack.protocol import Sample
+from needletrack.receiver import Receiver
 from needletrack.recording import RecordingWriter
 from needletrack.sim import feed
 from needletrack.sim.scenario import Scenario
@@ -62,7 +63,7 @@ def device_config(sc: Scenario, rate_hz: int) -> dict[str, int]:
 class RunSummary:
     scenario: str
     samples: int = 0
-    gaps: int = 0
+    lost: int = 0  # sequence numbers missing between received samples
     banner: str = ""
     log: list[str] = field(default_factory=list)
     returncode: int = 0
@@ -117,42 +118,37 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
                                           "scenario": sc.to_json(), "rate_hz": rate_hz,
                                           "clock": "real time" if realtime else "virtual time"},
                                  with_truth=True)
-    unwrap = Unwrapper()
-    clock = ClockMapper()
+    rx = Receiver()
     t0 = time.monotonic()
-    last_seq: int | None = None
     sq: dict[str, float] = {}
     counts: dict[str, int] = {}
     try:
         with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                samples = parse_line(raw)
-                if samples is None:
+                data = payload(raw)
+                if data is None:
                     text = raw.decode(errors="replace").rstrip()
                     if text.startswith("NeedleTrack "):
                         summary.banner = text
                     elif text:
                         summary.log.append(text)
                     continue
-                arrival = time.time()
-                dev = np.array([unwrap(s.device_time_us) / 1e6 for s in samples])
-                summary.samples += len(samples)
+                timed = rx.feed(Notification(time.time(), data))
+                if not timed:
+                    continue
+                samples = [t.sample for t in timed]
+                dev = np.array([t.device_s for t in timed])
+                summary.samples = rx.samples
+                summary.lost = rx.lost
                 summary.last_device_s = float(dev[-1])
                 tr = feed.truth(sc, fd.attitude_keyframes, dev)
-                for i, (s, d) in enumerate(zip(samples, dev, strict=True)):
-                    if last_seq is not None and (s.seq - last_seq) % 65536 != 1:
-                        summary.gaps += 1
-                    last_seq = s.seq
-                    _accumulate(sq, counts, s, tr, i)
-                    if writer is None:
-                        continue
-                    host = d
-                    if realtime:
-                        clock.observe(d, arrival)
-                        host = clock.to_host(d)
-                    writer.add_sample(s, d, host)
-                    writer.add_truth(d, *(float(tr[k][i]) for k in TRUTH_ORDER))
+                for i, t in enumerate(timed):
+                    _accumulate(sq, counts, t.sample, tr, i)
+                    if writer is not None:
+                        # In virtual time the host clock is the device clock; in real time, the mapping's.
+                        writer.add_sample(t.sample, t.device_s, t.host_s if realtime else t.device_s)
+                        writer.add_truth(t.device_s, *(float(tr[k][i]) for k in TRUTH_ORDER))
                 if on_samples is not None:
                     on_samples(samples, dev)
                 if on_progress is not None:
