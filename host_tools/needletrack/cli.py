@@ -128,7 +128,8 @@ def record_cmd(args: tuple[str, ...], transport: str, seconds: float | None) -> 
     device, directory = (None, args[0]) if len(args) == 1 else args
     with _link_errors():
         rx = asyncio.run(live.run(transport, device, seconds, Path(directory), console))
-    console.print(f"recording: {directory} ({rx.samples} samples, {rx.lost} lost)")
+    gaps = f", {rx.missed} made while the link was down" if rx.connections > 1 else ""
+    console.print(f"recording: {directory} ({rx.samples} samples, {rx.lost} lost{gaps})")
 
 
 @main.group("sim")

@@ -39,6 +39,15 @@ class Unwrapper:
         self._last += delta
         return self._last
 
+    def advance(self, delta: int, raw: int) -> None:
+        """Account for a span the counter crossed unseen (a link outage, maybe longer than a period): it moved
+        on by `delta` and now reads `raw`."""
+        if self._last_raw is None:
+            self._last = raw
+        else:
+            self._last += delta
+        self._last_raw = raw
+
 
 @dataclass(frozen=True)
 class Mapping:

@@ -28,6 +28,7 @@ SERVED = {
 class ServedProbe:
     transport: str  # the radio, for a Bumble host
     serial: str  # the console's pseudo-terminal
+    radio: RadioBridgeThread  # to act on the radio itself: drop the link, see when the probe advertises
 
 
 @pytest.fixture(scope="session")
@@ -40,4 +41,4 @@ def served_probe(tmp_path_factory) -> Iterator[ServedProbe]:
         doc["radio"] = {"port": radio.shim_port, "pace": 1}
         session.write_text(json.dumps(doc))
         with Console(work, session, provision=fresh) as console:
-            yield ServedProbe(radio.transport, str(console.path))
+            yield ServedProbe(radio.transport, str(console.path), radio)

@@ -48,7 +48,16 @@ async def drain(queue: asyncio.Queue[Notification], timeout: float | None) -> As
 
 
 class Link(Protocol):
-    """The calls the host tools make; each backend implements them for its transport."""
+    """The calls the host tools make; each backend implements them for its transport.
+
+    ``on_disconnect``, when set, is called with a reason code when the link drops by itself (the probe out of
+    range or switched off, the cable pulled); not when the host disconnects.
+    """
+
+    on_disconnect: Callable[[int], Any] | None
+
+    @property
+    def is_connected(self) -> bool: ...
 
     async def __aenter__(self) -> Link: ...
 

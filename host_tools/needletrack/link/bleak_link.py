@@ -23,6 +23,12 @@ class BleakLink:
         self._client: BleakClient | None = None
         self._queue: asyncio.Queue[Notification] = asyncio.Queue()
         self._callback: Callable[[Notification], Any] | None = None
+        self._closing = False
+        self.on_disconnect: Callable[[int], Any] | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
 
     async def __aenter__(self) -> BleakLink:
         return self
@@ -42,12 +48,17 @@ class BleakLink:
             if not found:
                 raise LinkError("no NeedleTrack probe is advertising")
             address = found[0].address
-        client = BleakClient(address, timeout=timeout, services=[SERVICE_UUID])
+        client = BleakClient(address, timeout=timeout, services=[SERVICE_UUID],
+                             disconnected_callback=self._on_disconnected)
         try:
             await client.connect()
         except (TimeoutError, BleakError) as e:
             raise LinkError(f"cannot connect to {address}: {e}") from e
         self._client = client
+
+    def _on_disconnected(self, _client: BleakClient) -> None:
+        if not self._closing and self.on_disconnect is not None:
+            self.on_disconnect(0x08)  # bleak gives no reason; report it as the link timing out
 
     @property
     def client(self) -> BleakClient:
@@ -93,5 +104,9 @@ class BleakLink:
 
     async def disconnect(self) -> None:
         if self._client is not None:
-            await self._client.disconnect()
-            self._client = None
+            self._closing = True
+            try:
+                await self._client.disconnect()
+            finally:
+                self._client = None
+                self._closing = False

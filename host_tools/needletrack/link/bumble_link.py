@@ -108,7 +108,8 @@ class BumbleLink:
         self._callback: Callable[[Notification], Any] | None = None
         self._disconnected = asyncio.Event()
         self.disconnect_reason: int | None = None
-        self.on_disconnect: Callable[[int], Any] | None = None
+        self.on_disconnect: Callable[[int], Any] | None = None  # the probe went away (not our disconnect())
+        self._closing = False
 
     # -- lifetime
     async def open(self) -> None:
@@ -268,17 +269,21 @@ class BumbleLink:
         self._gatt = None
         self._disconnected.set()
         self._queue.put_nowait(None)
-        if self.on_disconnect is not None:
+        if self.on_disconnect is not None and not self._closing:
             self.on_disconnect(reason)
 
     async def disconnect(self) -> None:
         connection = self._connection
         if connection is None:
             return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.disconnect(), 5.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._disconnected.wait(), 5.0)
+        self._closing = True
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.disconnect(), 5.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._disconnected.wait(), 5.0)
+        finally:
+            self._closing = False
         self._connection = None
 
     async def wait_disconnected(self, timeout: float | None = None) -> int | None:

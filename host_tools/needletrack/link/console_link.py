@@ -29,6 +29,11 @@ class ConsoleLink:
         self._callback: Callable[[Notification], Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.log: list[str] = []  # the console's other lines: boot banner, "# " notes
+        self.on_disconnect: Callable[[int], Any] | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._serial is not None
 
     async def __aenter__(self) -> ConsoleLink:
         return self
@@ -61,7 +66,9 @@ class ConsoleLink:
         while not self._stop.is_set():
             try:
                 line = self._serial.readline()
-            except OSError:
+            except OSError:  # the cable was pulled or the board reset its USB port
+                if not self._stop.is_set():
+                    self._loop.call_soon_threadsafe(self._lost)
                 return
             if not line:
                 continue
@@ -75,6 +82,14 @@ class ConsoleLink:
                 continue
             note = Notification(t, data)
             self._loop.call_soon_threadsafe(self._deliver, note)
+
+    def _lost(self) -> None:
+        if self._serial is not None:
+            with contextlib.suppress(OSError):
+                self._serial.close()
+            self._serial = None
+        if self.on_disconnect is not None:
+            self.on_disconnect(0x08)
 
     def _deliver(self, note: Notification) -> None:
         if self._callback is not None:

@@ -37,6 +37,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +194,23 @@ class _HostController(Controller):
         pending = self.pending_le_connection
         if connectable and pending is not None and pending.peer_address == pdu.advertiser_address:
             self.create_le_connection(pdu.advertiser_address)
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        # A real controller stops initiating and ends the attempt with a failed LE Connection Complete (Vol 4,
+        # Part E, 7.8.13); Bumble's keeps the attempt pending, so a host that gave up could never connect again.
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        self.send_hci_packet(hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR, connection_handle=0,
+            role=hci.Role.CENTRAL, peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address, connection_interval=0, peripheral_latency=0,
+            supervision_timeout=0, central_clock_accuracy=0,
+        ))
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
     def _report(self, address: hci.Address, connectable: bool, scannable: bool, response: bool, data: bytes) -> None:
         if self.le_features & hci.LeFeatureMask.LE_EXTENDED_ADVERTISING:
@@ -386,6 +404,7 @@ class _Session:
         self.gap_name = b"MPY ESP32"
         self.security: dict[str, Any] = {"bond": False, "mitm": False, "io": 3, "le_secure": False}
         self.own_address_type = hci.OwnAddressType.PUBLIC
+        self.advertising_began: float | None = None  # time.monotonic() when connectable advertising last began
         public = hci.Address(self.config.address, hci.Address.PUBLIC_DEVICE_ADDRESS)
         self.controller = Controller("probe", link=bridge.link, public_address=public)
         device_config = DeviceConfiguration(
@@ -721,6 +740,8 @@ class _Session:
             advertising_type=kind, own_address_type=self.own_address_type, advertising_data=adv,
             scan_response_data=resp, advertising_interval_min=interval_ms, advertising_interval_max=interval_ms,
         )
+        if op.get("connectable", True):
+            self.advertising_began = time.monotonic()
 
     # -- connections
     def _on_connection(self, connection: Connection) -> None:
@@ -928,6 +949,24 @@ class RadioBridge:
             while self.session is None:
                 self._session_changed.clear()
                 await self._session_changed.wait()
+
+    async def drop_links(self) -> int:
+        """Lose every link between the probe and the hosts as a radio out of range would: both sides see a
+        supervision timeout. Returns how many links there were."""
+        session = self.session
+        if session is None:
+            return 0
+        count = len(session.controller.le_connections)
+        for connection in list(session.device.connections.values()):
+            # The probe's stack hears the timeout first, then the host's: what a link layer reports when
+            # connection events stop getting through either way.
+            with contextlib.suppress(Exception):
+                await connection.disconnect(REASON_CONNECTION_TIMEOUT)
+        return count
+
+    def advertising_began(self) -> float | None:
+        """time.monotonic() when the probe last began advertising connectably (None: never, this boot)."""
+        return None if self.session is None else self.session.advertising_began
 
     async def _on_shim(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.session is not None:
