@@ -55,7 +55,7 @@ _F_STILL = const(8)
 _F_ACCEL = const(16)  # the last update's accelerometer sample was used for correction
 _F_A_OK = const(32)  # the sample in _S_AX.._S_AZ is within the accelerometer band
 
-# Parameter array (array "i"), fixed at construction.
+# Parameter array (array "i"), computed for one dt at construction and by set_dt().
 _P_KG = const(0)  # gyro: h[Q28 rad] = (w[LSB] * KG) >> GSH, KG in [2^13, 2^14)
 _P_GSH = const(1)
 _P_KP_SETTLE = const(2)  # proportional gains: h += ((e / 2^11) * KP) >> 7, KP <= 8192
@@ -115,6 +115,47 @@ def gyro_words(dt_s):
     return int(c * 2.0 ** sh + 0.5), sh
 
 
+def _params(dt_s, kp_settle, kp_still, kp_move, still_dps, move_dps, reject_dps, accel_band, still_s, hold_s,
+            bias_tau_s, settle_s, bias_max_dps, ki_settle, ki_still, ki_move):
+    # The parameter array of Attitude (the _P_ words) for one sample period; ValueError if a gain does not fit.
+    if not 1.0 / 6700.0 <= dt_s <= 1.0 / 400.0:
+        # Below 416 Hz one sample's turn at full scale outgrows the per-sample renormalisation.
+        raise ValueError("dt_s outside 1/6667 .. 1/416 s (LSM6DSOX ODR 416 .. 6667 Hz)")
+    p = array.array("i", [0] * _P_LEN)
+    p[_P_KG], p[_P_GSH] = gyro_words(dt_s)
+    for idx, kp in ((_P_KP_SETTLE, kp_settle), (_P_KP_STILL, kp_still), (_P_KP_MOVE, kp_move)):
+        w = gain_word(kp, dt_s)
+        if not 0 <= w <= 8192:
+            raise ValueError("proportional gain outside 0 .. 8192 / 2^31 * G / dt")
+        p[idx] = w
+    for idx, ki in ((_P_KI_SETTLE, ki_settle), (_P_KI_STILL, ki_still), (_P_KI_MOVE, ki_move)):
+        w = integral_word(ki, dt_s)
+        if not 0 <= w <= 0x20000:
+            raise ValueError("integral gain outside 0 .. 2^17 / 2^23 * G * rad/LSB / dt")
+        p[idx] = w
+    lsb14 = 16384.0 / 17.5e-3  # Q14 LSB per dps
+    p[_P_STILL_W] = int(still_dps * lsb14)
+    p[_P_MOVE_W] = int(move_dps * lsb14)
+    p[_P_REJECT_W] = int(min(reject_dps, 999.0) * lsb14)  # < 2^30
+    g2 = (_G_LSB * 0.5) ** 2
+    p[_P_N2_STILL_LO] = int(g2 * 0.97 ** 2)
+    p[_P_N2_STILL_HI] = int(g2 * 1.03 ** 2)
+    p[_P_N2_MOVE_LO] = int(g2 * 0.95 ** 2)
+    p[_P_N2_MOVE_HI] = int(g2 * 1.05 ** 2)
+    p[_P_N2_ACC_LO] = int(g2 * (1.0 - accel_band) ** 2)
+    p[_P_N2_ACC_HI] = int(g2 * (1.0 + accel_band) ** 2)
+    p[_P_STILL_N] = max(1, int(still_s / dt_s))
+    p[_P_HOLD_N] = max(1, int(hold_s / dt_s))
+    sh = 0
+    while (1 << (sh + 1)) * dt_s <= bias_tau_s and sh < 16:
+        sh += 1
+    p[_P_BSHIFT_MAX] = sh
+    p[_P_SETTLE_N] = min(_CAP, max(1, int(settle_s / dt_s)))
+    p[_P_BIAS_MAX] = int(min(bias_max_dps, 17.0) / 17.5e-3) << 14  # |bias| <= 2^10 LSB
+    p[_P_N2_INIT_MIN] = int(g2 * 0.25)
+    return p
+
+
 class Attitude:
     """Mahony filter: gyro integration of a Q28 quaternion, pulled towards the accelerometer's gravity by a
     proportional gain kp; the gyro bias is the integral of the same error times ki.
@@ -137,51 +178,33 @@ class Attitude:
     def __init__(self, dt_s=1.0 / 833.0, kp_settle=5.0, kp_still=1.0, kp_move=0.5, still_dps=3.0,
                  move_dps=8.0, reject_dps=150.0, accel_band=0.10, still_s=0.2, hold_s=0.1,
                  bias_tau_s=1.2, settle_s=2.0, bias_max_dps=17.0, ki_settle=9.0, ki_still=0.1, ki_move=0.05):
-        if not 1.0 / 6700.0 <= dt_s <= 1.0 / 400.0:
-            # Below 416 Hz one sample's turn at full scale outgrows the per-sample renormalisation.
-            raise ValueError("dt_s outside 1/6667 .. 1/416 s (LSM6DSOX ODR 416 .. 6667 Hz)")
-        p = array.array("i", [0] * _P_LEN)
-        p[_P_KG], p[_P_GSH] = gyro_words(dt_s)
-        for idx, kp in ((_P_KP_SETTLE, kp_settle), (_P_KP_STILL, kp_still), (_P_KP_MOVE, kp_move)):
-            w = gain_word(kp, dt_s)
-            if not 0 <= w <= 8192:
-                raise ValueError("proportional gain outside 0 .. 8192 / 2^31 * G / dt")
-            p[idx] = w
-        for idx, ki in ((_P_KI_SETTLE, ki_settle), (_P_KI_STILL, ki_still), (_P_KI_MOVE, ki_move)):
-            w = integral_word(ki, dt_s)
-            if not 0 <= w <= 0x20000:
-                raise ValueError("integral gain outside 0 .. 2^17 / 2^23 * G * rad/LSB / dt")
-            p[idx] = w
         if not 0.0 < still_dps <= 8.0:
             raise ValueError("still_dps must be in (0, 8]: the vertical average's range analysis assumes it")
-        lsb14 = 16384.0 / 17.5e-3  # Q14 LSB per dps
-        p[_P_STILL_W] = int(still_dps * lsb14)
-        p[_P_MOVE_W] = int(move_dps * lsb14)
-        p[_P_REJECT_W] = int(min(reject_dps, 999.0) * lsb14)  # < 2^30
-        g2 = (_G_LSB * 0.5) ** 2
-        p[_P_N2_STILL_LO] = int(g2 * 0.97 ** 2)
-        p[_P_N2_STILL_HI] = int(g2 * 1.03 ** 2)
-        p[_P_N2_MOVE_LO] = int(g2 * 0.95 ** 2)
-        p[_P_N2_MOVE_HI] = int(g2 * 1.05 ** 2)
         if not 0.0 < accel_band <= 0.10:
             raise ValueError("accel_band must be in (0, 0.10]: update()'s range analysis assumes |f| <= 1.1 g")
-        p[_P_N2_ACC_LO] = int(g2 * (1.0 - accel_band) ** 2)
-        p[_P_N2_ACC_HI] = int(g2 * (1.0 + accel_band) ** 2)
-        p[_P_STILL_N] = max(1, int(still_s / dt_s))
-        p[_P_HOLD_N] = max(1, int(hold_s / dt_s))
-        sh = 0
-        while (1 << (sh + 1)) * dt_s <= bias_tau_s and sh < 16:
-            sh += 1
-        p[_P_BSHIFT_MAX] = sh
-        p[_P_SETTLE_N] = min(_CAP, max(1, int(settle_s / dt_s)))
-        p[_P_BIAS_MAX] = int(min(bias_max_dps, 17.0) / 17.5e-3) << 14  # |bias| <= 2^10 LSB
-        p[_P_N2_INIT_MIN] = int(g2 * 0.25)
-        self._p = p
+        self._gains = (kp_settle, kp_still, kp_move, still_dps, move_dps, reject_dps, accel_band, still_s, hold_s,
+                       bias_tau_s, settle_s, bias_max_dps, ki_settle, ki_still, ki_move)
+        self._p = _params(dt_s, *self._gains)
         self._s = array.array("i", [0] * _S_LEN)
         self._sc = array.array("i", [0, 0])  # sincos_q28 output
         self._g = array.array("i", [0, 0, 0])  # gravity_q28 output for the angle outputs
         self.dt_s = dt_s
         self.reset()
+
+    def set_dt(self, dt_s):
+        """A new sample period (the IMU's ODR changed), keeping the attitude and the bias: the integer words are
+        computed again, and the counters kept in samples (quiet run, moving hold, settling progress) are rescaled
+        to keep their time in seconds. A dt the gains do not fit raises ValueError and changes nothing.
+        Between samples only: allocates."""
+        p = _params(dt_s, *self._gains)
+        s = self._s
+        ratio = self.dt_s / dt_s
+        for i, cap in ((_S_STILL_N, _CAP), (_S_HOLD, p[_P_HOLD_N]), (_S_INT_N, p[_P_SETTLE_N])):
+            s[i] = min(cap, int(s[i] * ratio + 0.5))
+        if s[_S_BSHIFT] > p[_P_BSHIFT_MAX]:
+            s[_S_BSHIFT] = p[_P_BSHIFT_MAX]
+        self._p = p
+        self.dt_s = dt_s
 
     def reset(self):
         """Forget attitude and bias: the next sample re-initialises from the accelerometer."""
@@ -362,7 +385,7 @@ class Attitude:
 
     @micropython.viper
     def update(self, gx: int, gy: int, gz: int, ax: int, ay: int, az: int):
-        """One IMU sample: raw gyro and accel LSB in the body frame, dt fixed at construction. No allocation."""
+        """One IMU sample: raw gyro and accel LSB in the body frame, dt as constructed or set_dt(). No allocation."""
         w16 = _W16  # a local, so 2^32 below is computed at run time, never a constant
         s = ptr32(self._s)
         p = ptr32(self._p)

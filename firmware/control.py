@@ -99,7 +99,7 @@ class Control:
         return self._save(nogo_depth_um=0 if depth == packet.NA else depth * 10, nogo_margin_um=margin * 10)
 
     def _op_4(self, hz):  # SET_OUTPUT_RATE
-        if not 10 <= hz <= 400:
+        if not 10 <= hz <= 1000:
             return packet.R_OUT_OF_RANGE, 0, None
         return self._save(rate_hz=hz)
 

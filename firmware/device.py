@@ -23,7 +23,7 @@ from depth import DepthEstimator
 from drivers.lsm6dsox import LSM6DSOX
 from drivers.tmag5273 import TMAG5273
 from feedback import Feedback
-from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop
+from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop, imu_odr_for, nominal_odr_mhz
 from ring import SampleRing
 
 VERSION = "0.1.0"
@@ -59,8 +59,10 @@ class Device:
         b = self.board
         self.booted_ms = time.ticks_ms()
         self.i2c = machine.I2C(b.I2C_ID, scl=machine.Pin(b.I2C_SCL), sda=machine.Pin(b.I2C_SDA), freq=b.I2C_FREQ)
-        self.imu = LSM6DSOX(self.i2c, b.IMU_ADDR, watermark=2 * WATERMARK_PAIRS, max_words=2 * MAX_PAIRS,
-                            probe=False)
+        self.cfg, self.cfg_status = store.load_config()
+        self.imu_odr_hz = imu_odr_for(self.cfg["rate_hz"])  # the IMU's ODR setting, as the datasheet names it
+        self.imu = LSM6DSOX(self.i2c, b.IMU_ADDR, odr_hz=self.imu_odr_hz, watermark=2 * WATERMARK_PAIRS,
+                            max_words=2 * MAX_PAIRS, probe=False)
         self.hall_a = TMAG5273(self.i2c, b.HALL_A_ADDR, probe=False)
         self.hall_b = TMAG5273(self.i2c, b.HALL_B_ADDR, probe=False)
         self.imu_status = _probe(self.imu)
@@ -68,18 +70,17 @@ class Device:
         self.hall_b_status = _probe(self.hall_b)
         self.battery = Battery(b.BATTERY_ADC, b.BATTERY_DIVIDER)
         self.battery.read()
-        self.cfg, self.cfg_status = store.load_config()
         cal, self.cal_status = store.load_calibration()
         self.depth = DepthEstimator()
         self.cal = cal
         self.depth.load(cal)
         self.depth.set_tare(self.cfg["tare_um"])
-        # The chip's real output rate (833.375 Hz nominal, trimmed per part), not the 833 of its setting's name.
-        odr_mhz = self.imu.odr_mhz() if self.imu_status == "ok" else 833375
+        # The chip's real output rate (e.g. 833.375 Hz, trimmed per part), not the 833 of its setting's name.
+        odr_mhz = self.imu.odr_mhz() if self.imu_status == "ok" else nominal_odr_mhz(self.imu_odr_hz)
         self.att = Attitude(dt_s=1000.0 / odr_mhz)
         self.ring = SampleRing(256)
         self.loop = SamplingLoop(self.imu, (self.hall_a, self.hall_b), self.att, self.depth, self.ring,
-                                 loop_config(self.cfg), b.IMU_AXES, b.IMU_SIGNS)
+                                 loop_config(self.cfg), b.IMU_AXES, b.IMU_SIGNS, odr_mhz=odr_mhz)
         if self.imu_status != "ok":
             self.loop.imu_ok = 0
         if self.hall_a_status != "ok":
@@ -106,9 +107,28 @@ class Device:
     # -- what control commands change --------------------------------------------------------------------
 
     def apply_config(self, cfg):
+        odr_hz = imu_odr_for(cfg["rate_hz"])
+        if odr_hz != self.imu_odr_hz:
+            self.set_imu_odr(odr_hz)  # first: the samples still in the FIFO go out at the old rate
         self.cfg = cfg
         self.loop.cfg = loop_config(cfg)
         self.depth.set_tare(cfg["tare_um"])
+
+    def set_imu_odr(self, odr_hz):
+        # The IMU at another ODR setting, between sampling batches. Reconfiguring empties the FIFO, so what it holds
+        # is processed first; then the loop (sample spacing, Hall divider, decimator, twitch timing, the attitude
+        # filter's dt) follows the chip's true rate. An IMU that does not answer is re-probed at the new ODR.
+        loop = self.loop
+        loop.drain()
+        self.imu_odr_hz = odr_hz
+        odr_mhz = nominal_odr_mhz(odr_hz)
+        try:
+            self.imu.set_odr(odr_hz)
+            odr_mhz = self.imu.odr_mhz()
+        except OSError:
+            if loop.imu_ok:
+                loop.imu_lost()
+        loop.set_odr(odr_mhz)
 
     def apply_calibration(self, cal):
         self.depth.load(cal)

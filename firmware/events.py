@@ -5,15 +5,16 @@ from micropython import const
 
 import packet
 
-# Twitch: a short burst in the accelerometer's high-passed signal while the probe rests on the skin.
-_LP_SHIFT = const(6)  # low-pass time constant 2^6 samples = 77 ms at 833 Hz: longer than a twitch burst
+# Twitch: a short burst in the accelerometer's high-passed signal while the probe rests on the skin. Its timing is
+# in seconds, counted in IMU samples at the ODR in use (set_odr): the same detector at 833 Hz and at 1666 Hz.
+_LP_TAU_US = const(76800)  # low-pass time constant, longer than a twitch burst: 2^6 samples at 833 Hz
+_HOLDOFF_US = const(400000)  # one burst is one twitch
 _TWITCH_G_LSB = const(1230)  # 0.15 g as an L1 norm of the high-passed vector
 _REST_GYRO_LSB = const(2286)  # 40 dps as an L1 norm: still resting through hand tremor, not while fanning
-_HOLDOFF = const(333)  # samples (0.4 s): one burst is one twitch
 
 
 class TwitchDetector:
-    def __init__(self):
+    def __init__(self, odr_mhz=833375):
         # Low-passed accelerometer per axis, in LSB * 16 (|a| * 16 < 2^20).
         self.lx = 0
         self.ly = 0
@@ -21,16 +22,33 @@ class TwitchDetector:
         self.primed = 0
         self.holdoff = 0
         self.threshold = _TWITCH_G_LSB
+        self.shift = 6  # low-pass shift, samples to prime and to hold off: set_odr() sets them
+        self.prime_n = 256
+        self.holdoff_n = 333
+        self.set_odr(odr_mhz)
+
+    def set_odr(self, odr_mhz):
+        # The IMU's output rate in mHz. The low-pass is a shift: the power of two of samples nearest (in ratio)
+        # to _LP_TAU_US, i.e. 2^6 at 833.375 Hz and 2^7 at 1666.75 Hz, trimmed parts included.
+        odr_hz = odr_mhz // 1000
+        n = odr_hz * _LP_TAU_US // 1000000  # samples per time constant
+        sh = 0
+        while (10 << (sh + 1)) <= n * 14:  # 2^(sh+1) <= n * 1.4
+            sh += 1
+        self.shift = sh
+        self.prime_n = 4 << sh  # the low-pass starts from zero: four time constants to settle
+        self.holdoff_n = odr_hz * (_HOLDOFF_US // 1000) // 1000
 
     def update(self, gx, gy, gz, ax, ay, az):
         # Returns 1 on the IMU sample where a twitch is first seen, else 0.
         hx = (ax << 4) - self.lx
         hy = (ay << 4) - self.ly
         hz = (az << 4) - self.lz
-        self.lx += hx >> _LP_SHIFT
-        self.ly += hy >> _LP_SHIFT
-        self.lz += hz >> _LP_SHIFT
-        if self.primed < 256:  # the low-pass starts from zero: let it settle first
+        sh = self.shift
+        self.lx += hx >> sh
+        self.ly += hy >> sh
+        self.lz += hz >> sh
+        if self.primed < self.prime_n:
             self.primed += 1
             return 0
         if self.holdoff:
@@ -39,7 +57,7 @@ class TwitchDetector:
         hp = ((hx if hx >= 0 else -hx) + (hy if hy >= 0 else -hy) + (hz if hz >= 0 else -hz)) >> 4
         rate = (gx if gx >= 0 else -gx) + (gy if gy >= 0 else -gy) + (gz if gz >= 0 else -gz)
         if hp > self.threshold and rate < _REST_GYRO_LSB:
-            self.holdoff = _HOLDOFF
+            self.holdoff = self.holdoff_n
             return 1
         return 0
 

@@ -1,10 +1,11 @@
 # The sampling loop: the one place that owns time.
 #
 # Paced by the IMU's FIFO (the sensor clock is the time base): each batch of gyro+accel pairs runs the attitude
-# estimator and the twitch detector per IMU sample (833 Hz), reads the needle sensors every HALL_DIV-th sample
-# (416 Hz), and emits protocol samples into the ring at the configured output rate (default 200 Hz) with a
-# fractional decimator, so the average rate is exact. Every sample is stamped with the device time of the IMU
-# sample it was computed from.
+# estimator and the twitch detector per IMU sample, reads the needle sensors every hall_div-th sample (~416 Hz),
+# and emits protocol samples into the ring at the configured output rate (default 200 Hz) with a fractional
+# decimator on the chip's true ODR, so the average rate is exact. The IMU runs at the ODR the output rate needs
+# (imu_odr_for): 833 Hz up to 416 Hz out, 1666 Hz above, up to 1000 Hz. Every sample is stamped with the device
+# time of the IMU sample it was computed from.
 #
 # Steady state allocates nothing: all state is preallocated here or in the estimators. A sensor that fails
 # (OSError on the bus, stuck data) raises its flag and is re-probed every REPROBE_US; while the IMU is down the
@@ -15,16 +16,25 @@ from micropython import const
 import packet
 from events import PassDetector, TwitchDetector, nogo_flags
 
-IMU_ODR_HZ = const(833)
-IMU_PERIOD_US = const(1200)  # 1 / 833 Hz, to the microsecond
-HALL_DIV = const(2)
-WATERMARK_PAIRS = const(8)  # a batch every ~9.6 ms
+HALL_HZ = const(416)  # needle sensor reads per second at every ODR
+WATERMARK_PAIRS = const(8)  # a batch every ~9.6 ms at 833 Hz, ~4.8 ms at 1666 Hz
 MAX_PAIRS = const(32)  # FIFO words read per batch at most (x2 words per pair)
 REPROBE_US = const(500000)
 NO_DATA_US = const(50000)  # no IMU sample for this long: the IMU is down
 _STUCK_SAMPLES = const(64)  # identical accelerometer words in a row: a real sensor's noise never does this
 _DEPTH_INVALID = const(-0x20000000)  # depth.INVALID
 _HALL_POR = const(0x10)  # tmag5273.STATUS_POR
+
+
+def imu_odr_for(rate_hz):
+    """The LSM6DSOX ODR setting (Hz, as its datasheet names it) an output rate needs: 833 up to 416 Hz, so every
+    output sample has two IMU samples or more behind it; 1666 above, which feeds up to 1000 Hz."""
+    return 833 if rate_hz <= 416 else 1666
+
+
+def nominal_odr_mhz(odr_hz):
+    """The untrimmed rate of an ODR setting, mHz: 6667 Hz / 2^n (the "833 Hz" setting is 833.375 Hz)."""
+    return 6667000 // ((6667 + odr_hz // 2) // odr_hz)
 
 
 class Config:
@@ -44,7 +54,8 @@ def tip_depth_um(exit_z_um, depth_um, sin_g_q14):
 
 
 class SamplingLoop:
-    def __init__(self, imu, hall, attitude, depth, ring, config, axes=(0, 1, 2), signs=(1, 1, 1), wdt=None):
+    def __init__(self, imu, hall, attitude, depth, ring, config, axes=(0, 1, 2), signs=(1, 1, 1), wdt=None,
+                 odr_mhz=833375):
         self.imu = imu
         self.hall = hall  # sequence of (driver or None) for sensors A and B
         self.att = attitude
@@ -62,14 +73,19 @@ class SamplingLoop:
         self.hz = [0, 0]
         self.htemp = 2500
         self.seq = 0
-        self.acc = 0  # output decimator accumulator, in Hz units
-        self.k = 0  # IMU sample counter modulo HALL_DIV
+        self.acc = 0  # output decimator accumulator, mHz
+        self.k = 0  # IMU sample counter modulo hall_div
+        self.odr_mhz = 0  # the IMU's true output rate, mHz: set_odr() sets it and what follows from it
+        self.period_us = 0
+        self.hall_div = 1
         self.pending = 0  # event flags latched since the last output sample
         self.imu_ok = 1
         self.hall_ok = [1 if hall[0] is not None else 0, 1 if len(hall) > 1 and hall[1] is not None else 0]
         self.last_probe = time.ticks_us()
         self.last_out = time.ticks_us()
         self.last_data = self.last_out
+        self.t_read = self.last_out  # when the last batch was read, and its size in pairs
+        self.batch = 0
         self.same = 0
         self.lax = 0
         self.lay = 0
@@ -79,6 +95,21 @@ class SamplingLoop:
         self.overruns = 0
         self.samples = 0
         self.last_flags = 0
+        self.set_odr(odr_mhz)
+
+    def set_odr(self, odr_mhz):
+        """The IMU's true output rate in mHz (the driver's odr_mhz()): the time between IMU samples, the needle
+        sensors' divider, the output decimator, the twitch detector's timing and the attitude filter's dt all
+        follow it. Call between steps, with the chip already at that rate; allocates (not per sample)."""
+        old = self.odr_mhz
+        self.odr_mhz = odr_mhz
+        self.period_us = (1000000000 + odr_mhz // 2) // odr_mhz
+        self.hall_div = max(1, (odr_mhz + HALL_HZ * 500) // (HALL_HZ * 1000))
+        self.k = 0
+        # The decimator keeps its phase: the next output sample comes as far along its period as it would have.
+        self.acc = self.acc * odr_mhz // old if old else 0
+        self.twitch.set_odr(odr_mhz)
+        self.att.set_dt(1000.0 / odr_mhz)
 
     # -- one step ----------------------------------------------------------------------------------------
 
@@ -89,30 +120,43 @@ class SamplingLoop:
             self.wdt.feed()
         if not self.imu_ok:
             return self._step_without_imu()
+        emitted = self.drain()
+        if self.imu_ok:
+            # Wait for the next batch: what the FIFO still lacks of a watermark's worth, less the time spent here.
+            n = self.batch
+            missing = WATERMARK_PAIRS - n if n < WATERMARK_PAIRS else WATERMARK_PAIRS
+            wait = missing * self.period_us - time.ticks_diff(time.ticks_us(), self.t_read)
+            if wait > 0:
+                time.sleep_us(wait)
+        return emitted
+
+    def drain(self):
+        """Process what the FIFO holds now, without waiting (e.g. before the IMU is reconfigured, which empties
+        it). Returns the number of output samples emitted."""
+        if not self.imu_ok:
+            return 0
         try:
             n = self.imu.read_pairs(self.raw, MAX_PAIRS)
             if self.imu.overrun:
                 self.overruns += 1
         except OSError:
-            self._imu_lost()
+            self.imu_lost()
             return 0
         t_read = time.ticks_us()
+        self.t_read = t_read
+        self.batch = n
         if n == 0:
             # A chip that re-powered (brownout, reconnected) sits unconfigured and silent: treat as lost.
             if time.ticks_diff(t_read, self.last_data) > NO_DATA_US:
-                self._imu_lost()
+                self.imu_lost()
                 return 0
         else:
             self.last_data = t_read
         emitted = 0
+        period = self.period_us
         for j in range(n):
-            t = time.ticks_add(t_read, -(n - 1 - j) * IMU_PERIOD_US)
+            t = time.ticks_add(t_read, -(n - 1 - j) * period)
             emitted += self._imu_sample(j, t)
-        # Wait for the next batch: what the FIFO still lacks of a watermark's worth, less the time spent here.
-        missing = WATERMARK_PAIRS - n if n < WATERMARK_PAIRS else WATERMARK_PAIRS
-        wait = missing * IMU_PERIOD_US - time.ticks_diff(time.ticks_us(), t_read)
-        if wait > 0:
-            time.sleep_us(wait)
         return emitted
 
     def _imu_sample(self, j, t):
@@ -127,7 +171,7 @@ class SamplingLoop:
         if ax == self.lax and ay == self.lay and az == self.laz:
             self.same += 1
             if self.same >= _STUCK_SAMPLES:
-                self._imu_lost()
+                self.imu_lost()
                 return 0
         else:
             self.same = 0
@@ -139,12 +183,13 @@ class SamplingLoop:
             self.pending |= packet.F_TWITCH
         self.fresh += 1
         self.k += 1
-        if self.k >= HALL_DIV:
+        if self.k >= self.hall_div:
             self.k = 0
             self._read_hall()
-        self.acc += self.cfg.rate_hz
-        if self.acc >= IMU_ODR_HZ:
-            self.acc -= IMU_ODR_HZ
+        # At most one output sample per IMU sample: rate_hz (<= 1000) stays below the ODR. acc < 2^22.
+        self.acc += self.cfg.rate_hz * 1000
+        if self.acc >= self.odr_mhz:
+            self.acc -= self.odr_mhz
             self._emit(t)
             return 1
         return 0
@@ -245,7 +290,8 @@ class SamplingLoop:
 
     # -- the IMU down ------------------------------------------------------------------------------------------
 
-    def _imu_lost(self):
+    def imu_lost(self):
+        # The IMU stopped answering (or its data is stuck): fault samples from now on, re-probed every REPROBE_US.
         self.imu_ok = 0
         self.same = 0
         self.last_probe = time.ticks_us()
@@ -262,6 +308,9 @@ class SamplingLoop:
             self.last_probe = now
             try:
                 self.imu.init()
+                odr_mhz = self.imu.odr_mhz()  # this part's trimmed rate, unknown until it answered
+                if odr_mhz != self.odr_mhz:
+                    self.set_odr(odr_mhz)
                 self.imu_ok = 1
                 self.last_data = now
                 self.att.reset()

@@ -37,7 +37,7 @@ CONFIG_FIELDS = {
     "needle_length_um": (10000, 200000, 50000),
     "nogo_depth_um": (0, 200000, 0),
     "nogo_margin_um": (0, 20000, 5000),
-    "rate_hz": (10, 400, 200),
+    "rate_hz": (10, 1000, 200),
     "tare_um": (-depth.MAX_ABS_DISP_UM, depth.MAX_ABS_DISP_UM, 0),
 }
 

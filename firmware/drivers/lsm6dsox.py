@@ -90,6 +90,14 @@ def _decode_le16(raw: ptr8, out: ptr16, n: int):
         i += 1
 
 
+def _odr_code(odr_hz):
+    # ODR_XL / ODR_G / BDR code of a nominal rate such as 833 (within 1 Hz); ValueError if none.
+    for i, nominal in enumerate(_ODRS):
+        if abs(odr_hz - nominal) <= 1:
+            return i + 1
+    raise ValueError("odr_hz not an LSM6DSOX ODR")
+
+
 def temp_to_cdeg(raw):
     """OUT_TEMP counts (256 per degC, 0 at 25 degC) to centi-degrees C, rounded."""
     return 2500 + ((raw * 25 + 32) >> 6)
@@ -186,12 +194,7 @@ class LSM6DSOX:
     def configure(self, accel_fs_g=4, gyro_fs_dps=500, odr_hz=833, watermark=16, int1_watermark=True):
         """Full scales (g, dps), one ODR for both sensors (a nominal rate such as 833, within 1 Hz), FIFO
         watermark in words (1..511), INT1 on the watermark or not. Leaves the FIFO empty and both sensors on."""
-        code = 0
-        for i, nominal in enumerate(_ODRS):
-            if abs(odr_hz - nominal) <= 1:
-                code = i + 1
-        if not code:
-            raise ValueError("odr_hz not an LSM6DSOX ODR")
+        code = _odr_code(odr_hz)
         # FS_XL code, micro-g per count (XL_FS_MODE = 0 mapping)
         xl = {2: (0, 61), 4: (2, 122), 8: (3, 244), 16: (1, 488)}.get(accel_fs_g)
         # FS_G(3:2) | FS_125(1) field, micro-dps per count
@@ -209,6 +212,7 @@ class LSM6DSOX:
         self._write(_CTRL3_C, _BDU | _IF_INC)
         self._write(_CTRL9_XL, _CTRL9_XL_DEFAULT | _I3C_DISABLE)
         self._write(_FIFO_CTRL4, _FIFO_BYPASS)  # empties the FIFO
+        self._held = 0  # and a word read_pairs() held for its partner has none now
         self._write(_FIFO_CTRL1, watermark & 0xFF)
         self._write(_FIFO_CTRL2, watermark >> 8)
         self._write(_FIFO_CTRL3, (code << 4) | code)  # gyro and accel batched at their ODR
@@ -220,6 +224,15 @@ class LSM6DSOX:
         self.odr_code = code
         self.watermark = watermark
         self._config = (accel_fs_g, gyro_fs_dps, odr_hz, watermark, int1_watermark)
+
+    def set_odr(self, odr_hz):
+        """configure() again at another ODR (a nominal rate, as there), every other setting kept; the FIFO is
+        emptied. A bad rate raises ValueError and changes nothing. The new rate is kept for init() and setup()
+        even if the bus fails on the way (OSError), so a re-probed chip comes back at it."""
+        _odr_code(odr_hz)
+        accel_fs_g, gyro_fs_dps, _, watermark, int1_watermark = self._config
+        self._config = (accel_fs_g, gyro_fs_dps, odr_hz, watermark, int1_watermark)
+        self.configure(*self._config)
 
     def _write(self, reg, val):
         self._b1[0] = val

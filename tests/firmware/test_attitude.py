@@ -371,6 +371,89 @@ def test_bad_construction():
     attitude.Attitude(1.0 / 6700)
 
 
+FAST = 1666.75  # Hz: the LSM6DSOX's "1666 Hz" setting, used for output rates above 416 Hz
+
+
+def test_set_dt_keeps_attitude_and_bias_and_the_time_of_its_counters():
+    q = q_euler(0, 12, -7)
+    a = accel_raw(q)
+    bias = (29, -17, 6)
+    est = attitude.Attitude(1.0 / 833.375)
+    rnd = lcg(21)
+    feed(est, 1, (0, 0, 0), a)
+    feed(est, 2500, bias, a, rnd)
+    eq((est.settling, est.still), (False, True))
+    before_q = est.quat_q28([0, 0, 0, 0])
+    before_b = est.bias_q14([0, 0, 0])
+    still_n = est._s[7]
+    p833 = list(est._p)
+    est.set_dt(1.0 / FAST)
+    eq(est.quat_q28([0, 0, 0, 0]), before_q, "attitude kept")
+    eq(est.bias_q14([0, 0, 0]), before_b, "bias kept")
+    eq((est.settling, est.still), (False, True))
+    near(est._s[7], still_n * 2, 1, "quiet run: the same time in twice the samples")
+    near(est._p[18], 2 * p833[18], 2, "settling samples")  # _P_SETTLE_N
+    near(est._p[0] / 2 ** est._p[1], p833[0] / 2 ** p833[1] / 2, 1e-3 * p833[0] / 2 ** p833[1], "gyro word")
+    # A dt outside the range refuses and changes nothing.
+    p_fast = list(est._p)
+    s_fast = list(est._s)
+    raises(ValueError, est.set_dt, 1.0 / 208)
+    eq(list(est._p), p_fast)
+    eq(list(est._s), s_fast)
+    eq(est.dt_s, 1.0 / FAST)
+    # Still, the bias held and the attitude accurate after 10 s at the new rate.
+    feed(est, int(FAST * 10), bias, a, rnd)
+    b = est.bias_q14([0, 0, 0])
+    for i in range(3):
+        near(b[i] / 16384, bias[i], 0.5, "bias axis %d" % i)
+    near(est.pitch_mdeg(), 12000, 20)
+    near(est.roll_mdeg(), -7000, 20)
+    near(est.needle_angle_mdeg(45000), needle_true_mdeg(q, 45), 20)
+    # And back.
+    est.set_dt(1.0 / 833.375)
+    eq(list(est._p), p833)
+
+
+def test_settles_learns_bias_and_tracks_rotation_at_1666_hz():
+    # The accuracy tests' patterns at the fast ODR: settling in settle_s (2 s = 3333 samples), the bias learnt,
+    # then a 30 dps turn about each axis followed by the gyro.
+    dt = 1.0 / FAST
+    q = q_euler(0, 12, -7)
+    a = accel_raw(q)
+    bias = (29, -17, 6)
+    est = attitude.Attitude(dt)
+    rnd = lcg(22)
+    feed(est, 1, (0, 0, 0), a)
+    feed(est, 3000, bias, a, rnd)
+    eq(est.settling, True)  # 1.8 s
+    feed(est, 600, bias, a, rnd)
+    eq((est.settling, est.moving, est.still), (False, False, True))
+    feed(est, 8000, bias, a, rnd)
+    b = est.bias_q14([0, 0, 0])
+    for i in range(3):
+        near(b[i] / 16384, bias[i], 0.5, "bias axis %d" % i)
+    feed(est, int(FAST * 10), bias, a, rnd)
+    near(est.pitch_mdeg(), 12000, 20)
+    near(est.roll_mdeg(), -7000, 20)
+    near(est.needle_angle_mdeg(45000), needle_true_mdeg(q, 45), 20)
+    for axis in range(3):
+        q = q_euler(0, 5, 5)
+        est = attitude.Attitude(dt)
+        a = accel_raw(q)
+        feed(est, 2000, (0, 0, 0), a)
+        rate = [0, 0, 0]
+        rate[axis] = 1714  # 29.995 dps
+        for _k in range(int(FAST)):
+            q = q_step(q, rate, dt)
+            a = accel_raw(q)
+            est.update(rate[0], rate[1], rate[2], a[0], a[1], a[2])
+        eq(est.moving, True)
+        near(est.needle_angle_mdeg(30000), needle_true_mdeg(q, 30), 20, "axis %d" % axis)
+        b = est.bias_q14([0, 0, 0])
+        for i in range(3):
+            near(b[i] / 16384, 0, 1, "bias axis %d after the turn" % i)
+
+
 def test_update_allocates_nothing():
     import micropython
 

@@ -3,6 +3,7 @@
 # mp-heapsize: 4M
 import os
 import struct
+import time
 
 import depth_model
 import vboard
@@ -16,7 +17,7 @@ import store
 from lsm6dsox_emu import LSM6DSOXEmu
 from tmag5273_emu import TMAG5273Emu
 from vsources import HallAt, ImuAtRest
-from mptest import eq
+from mptest import eq, near
 
 _ROOT = "/tmp/nt-control-test-%d" % (vclock._host_time.ticks_us() & 0xFFFFFF)
 os.mkdir(_ROOT)
@@ -102,7 +103,7 @@ def test_bad_commands_are_refused_and_change_nothing():
         (packet.OP_SET_NOGO, "hH", (2000, 2001), packet.R_OUT_OF_RANGE),
         (packet.OP_SET_NOGO, "h", (2000,), packet.R_BAD_LENGTH),
         (packet.OP_SET_OUTPUT_RATE, "H", (9,), packet.R_OUT_OF_RANGE),
-        (packet.OP_SET_OUTPUT_RATE, "H", (401,), packet.R_OUT_OF_RANGE),
+        (packet.OP_SET_OUTPUT_RATE, "H", (1001,), packet.R_OUT_OF_RANGE),
         (packet.OP_IDENTIFY, "B", (0,), packet.R_OUT_OF_RANGE),
         (packet.OP_IDENTIFY, "B", (11,), packet.R_OUT_OF_RANGE),
         (packet.OP_TARE, "B", (1,), packet.R_BAD_LENGTH),
@@ -200,3 +201,107 @@ def test_identify_and_reboot_are_scheduled_not_immediate():
     eq(dev.control.identify_s, 3)
     eq(_cmd(dev, packet.OP_REBOOT)[0], packet.R_OK)
     eq(dev.control.reboot_pending, True)
+
+
+def _i16(b, i):
+    v = b[i] | b[i + 1] << 8
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def _collect(dev, reader, seconds, got):
+    # Run the device's loop as Device.run() does, keeping (seq, t, needle cdeg, flags) of every sample.
+    out = bytearray(20 * 12)
+    end = vclock.now_us() + int(seconds * 1e6)
+    while vclock.now_us() < end:
+        dev.loop.step()
+        while True:
+            n = reader.drain_into(out, 12)
+            if not n:
+                break
+            for k in range(n):
+                o = 20 * k
+                t = out[o + 2] | out[o + 3] << 8 | out[o + 4] << 16 | out[o + 5] << 24
+                got.append((out[o] | out[o + 1] << 8, t, _i16(out, o + 6), out[o + 18] | (out[o + 19] & 0x0F) << 8))
+
+
+def _rate(got, first, last):
+    # Samples per second of device time between two indices.
+    return (last - first) / (time.ticks_diff(got[last][1], got[first][1]) / 1e6)
+
+
+def test_output_rate_switches_200_1000_200_at_run_time():
+    dev = _device()
+    emu = vboard.bus(0).devices[0x6A]
+    _run(dev, 2.0)  # settled
+    reader = dev.ring.reader()
+    got = []
+    marks = []
+    for hz, odr_code, odr_mhz, hall_div in ((1000, 8, 1666750, 4), (200, 7, 833375, 2), (1000, 8, 1666750, 4)):
+        _collect(dev, reader, 1.0, got)
+        marks.append(len(got))
+        eq(_cmd(dev, packet.OP_SET_OUTPUT_RATE, "H", hz)[0], packet.R_OK, "rate %d" % hz)
+        eq((dev.cfg["rate_hz"], dev.loop.cfg.rate_hz), (hz, hz))
+        eq(emu.regs[0x10] >> 4, odr_code, "CTRL1_XL ODR_XL")
+        eq(emu.regs[0x11] >> 4, odr_code, "CTRL2_G ODR_G")
+        eq(emu.regs[0x09], odr_code << 4 | odr_code, "FIFO_CTRL3: both batched at the ODR")
+        eq((emu.regs[0x10] >> 2) & 3, 0b10, "+-4 g kept")
+        eq((emu.regs[0x11] >> 1) & 7, 0b010, "+-500 dps kept")
+        eq(emu.regs[0x07], 16, "watermark kept")
+        eq((dev.imu_odr_hz, dev.loop.odr_mhz, dev.loop.hall_div), (odr_mhz // 1000, odr_mhz, hall_div))
+        assert dev.att is dev.loop.att
+        near(dev.att.dt_s, 1000.0 / odr_mhz, 1e-12, "attitude dt")
+    _collect(dev, reader, 1.0, got)
+    marks.append(len(got))
+    # Every sample made it, in order, at the rate asked for in each second (the first 0.1 s after a switch aside).
+    for i in range(1, len(got)):
+        eq((got[i][0] - got[i - 1][0]) & 0xFFFF, 1, "seq step at %d" % i)
+        dt = time.ticks_diff(got[i][1], got[i - 1][1])
+        assert 500 <= dt <= 6500, (i, dt)  # never backwards, never a gap across a switch
+    for (a, b), hz in zip(((0, marks[0]), (marks[0], marks[1]), (marks[1], marks[2]), (marks[2], marks[3])),
+                          (200, 1000, 200, 1000)):
+        first = a + hz // 10
+        rate = _rate(got, first, b - 1)
+        gap = max(time.ticks_diff(got[i][1], got[i - 1][1]) for i in range(max(a, 1), a + 3))
+        print("%d Hz: %.2f samples/s, largest spacing at the switch %d us" % (hz, rate, gap))
+        near(rate, hz, 1.5, "samples per second at %d Hz" % hz)
+    # The attitude went on through the switches: never settling again, the needle angle right throughout.
+    for _seq, _t, needle, flags in got:
+        eq(flags & (packet.F_SETTLING | packet.F_IMU_FAULT | packet.F_STALE), 0)
+        near(needle, 4500, 30, "needle angle (cdeg)")
+    # A refused rate changes nothing, the IMU's ODR included.
+    before_file = _config_file()
+    eq(_cmd(dev, packet.OP_SET_OUTPUT_RATE, "H", 1001)[0], packet.R_OUT_OF_RANGE)
+    eq(_config_file(), before_file)
+    eq((dev.cfg["rate_hz"], dev.loop.cfg.rate_hz, dev.imu_odr_hz, emu.regs[0x10] >> 4), (1000, 1000, 1666, 8))
+
+
+def test_the_stored_rate_sets_the_imu_odr_at_boot():
+    dev = _device()
+    eq(_cmd(dev, packet.OP_SET_OUTPUT_RATE, "H", 1000)[0], packet.R_OK)
+    dev = device.Device()  # boots with rate 1000 stored
+    emu = vboard.bus(0).devices[0x6A]
+    eq((dev.imu_odr_hz, dev.loop.odr_mhz, dev.loop.hall_div, emu.regs[0x10] >> 4), (1666, 1666750, 4, 8))
+    near(dev.att.dt_s, 1.0 / 1666.75, 1e-12)
+    reader = dev.ring.reader()
+    got = []
+    _collect(dev, reader, 1.0, got)
+    near(_rate(got, 50, len(got) - 1), 1000, 1.5, "samples per second")
+
+
+def test_a_rate_set_while_the_imu_is_gone_applies_when_it_comes_back():
+    dev = _device()
+    emu = vboard.bus(0).devices[0x6A]
+    vboard.detach(0, 0x6A)
+    _run(dev, 0.2)
+    eq(dev.loop.imu_ok, 0)
+    eq(_cmd(dev, packet.OP_SET_OUTPUT_RATE, "H", 1000)[0], packet.R_OK)
+    eq((dev.imu_odr_hz, dev.loop.odr_mhz, dev.loop.hall_div), (1666, 1666750, 4))
+    vboard.attach(0, emu, 0x6A)
+    _run(dev, 1.0)  # re-probed within 0.5 s
+    eq(dev.loop.imu_ok, 1)
+    eq((emu.regs[0x10] >> 4, emu.regs[0x11] >> 4), (8, 8), "configured at 1666 Hz on its return")
+    reader = dev.ring.reader()
+    got = []
+    _collect(dev, reader, 1.0, got)
+    near(_rate(got, 10, len(got) - 1), 1000, 1.5, "samples per second")
+    eq([f & packet.F_IMU_FAULT for _, _, _, f in got], [0] * len(got))

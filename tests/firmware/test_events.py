@@ -5,7 +5,7 @@ import random
 import micropython
 import packet
 from events import PassDetector, TwitchDetector, nogo_flags
-from mptest import eq
+from mptest import eq, near
 
 G = 8197  # 1 g in LSB at +-4 g
 DPS = 57.14  # 1 dps in LSB at +-500 dps
@@ -17,17 +17,21 @@ def _noise():
     return int((random.random() + random.random() + random.random() - 1.5) * 32)
 
 
-def _rest_stream(n, seed, burst_at=-1, amp_g=0.4, tilt_rate_dps=0.0):
-    # Probe resting (or tilting steadily about y), accelerometer noise ~ 2 mg RMS, optional twitch burst:
-    # a 25 Hz damped sinusoid, mostly along the probe axis.
+def _rest_stream(n, seed, burst_at=-1, amp_g=0.4, tilt_rate_dps=0.0, fs=FS, more_bursts=()):
+    # Probe resting (or tilting steadily about y), accelerometer noise ~ 2 mg RMS, optional twitch bursts (at
+    # burst_at and more_bursts, sample indices): a 25 Hz damped sinusoid, mostly along the probe axis; fs samples
+    # per second.
     random.seed(seed)
     out = []
+    starts = ((burst_at,) if burst_at >= 0 else ()) + tuple(more_bursts)
     for k in range(n):
-        th = math.radians(tilt_rate_dps * k / FS)
+        th = math.radians(tilt_rate_dps * k / fs)
         ax = -math.sin(th) * G
         az = -math.cos(th) * G
-        if burst_at >= 0 and k >= burst_at:
-            t = (k - burst_at) / FS
+        for k0 in starts:
+            if k < k0:
+                continue
+            t = (k - k0) / fs
             b = amp_g * G * math.exp(-t / 0.04) * math.sin(2 * math.pi * 25 * t)
             az += b
             ax += 0.3 * b
@@ -38,8 +42,8 @@ def _rest_stream(n, seed, burst_at=-1, amp_g=0.4, tilt_rate_dps=0.0):
     return out
 
 
-def _count_twitches(stream):
-    d = TwitchDetector()
+def _count_twitches(stream, odr_mhz=833375):
+    d = TwitchDetector(odr_mhz)
     hits = []
     for k, s in enumerate(stream):
         if d.update(*s):
@@ -61,6 +65,30 @@ def test_no_twitch_from_noise_or_steady_tilting():
 def test_no_twitch_while_the_probe_is_swept_fast():
     stream = _rest_stream(2000, 4, burst_at=1000, amp_g=0.35, tilt_rate_dps=60.0)
     eq(_count_twitches(stream), [])
+
+
+FAST = 1666.75  # Hz: the IMU's ODR for output rates above 416 Hz
+
+
+def test_twitch_timing_is_the_same_in_seconds_at_1666_hz():
+    slow = TwitchDetector(833375)
+    fast = TwitchDetector(1666750)
+    eq((slow.shift, slow.prime_n, slow.holdoff_n), (6, 256, 333))
+    eq((fast.shift, fast.prime_n, fast.holdoff_n), (7, 512, 666))
+    eq(TwitchDetector(1666750 * 1003 // 1000).shift, 7, "a part trimmed 0.3 % fast")
+    # The same burst, 1.44 s in, seen at both rates: one event each, at the same time within a few ms.
+    t_slow = _count_twitches(_rest_stream(2000, 1, burst_at=1200, amp_g=0.35))
+    t_fast = _count_twitches(_rest_stream(4000, 1, burst_at=2400, amp_g=0.35, fs=FAST), 1666750)
+    eq((len(t_slow), len(t_fast)), (1, 1), "events")
+    near(t_fast[0] / FAST, t_slow[0] / FS, 0.005, "detection time (s)")
+    assert 2400 <= t_fast[0] < 2400 + 80, t_fast
+    # Two bursts 0.3 s apart are one twitch (the 0.4 s holdoff), 0.6 s apart two, at both rates.
+    for fs, odr_mhz in ((FS, 833375), (FAST, 1666750)):
+        for gap_s, want in ((0.3, 1), (0.6, 2)):
+            both = _rest_stream(int(fs * 2.2), 7, burst_at=int(fs * 1.2), amp_g=0.35, fs=fs,
+                                more_bursts=(int(fs * (1.2 + gap_s)),))
+            eq(len(_count_twitches(both, odr_mhz)), want, "bursts %.1f s apart at %d Hz" % (gap_s, fs))
+    eq(_count_twitches(_rest_stream(4000, 2, fs=FAST), 1666750), [], "noise alone")
 
 
 def test_pistoning_passes_are_counted_and_jitter_is_not():

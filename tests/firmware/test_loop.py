@@ -12,13 +12,13 @@ from attitude import Attitude
 from depth import DepthEstimator
 from drivers.lsm6dsox import LSM6DSOX
 from drivers.tmag5273 import TMAG5273
-from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop
+from loop import MAX_PAIRS, WATERMARK_PAIRS, Config, SamplingLoop, imu_odr_for, nominal_odr_mhz
 from lsm6dsox_emu import LSM6DSOXEmu
 from ring import SampleRing
 from tmag5273_emu import TMAG5273Emu
 from mptest import eq, near
 
-def _rig(depth_mm=20.0, start_us=0):
+def _rig(depth_mm=20.0, start_us=0, rate_hz=200):
     vboard.reset()
     vclock.reset(start_us)
     vboard.board.now_us = start_us
@@ -29,13 +29,14 @@ def _rig(depth_mm=20.0, start_us=0):
     for e in emus:
         vboard.attach(0, e, e.addr)
     i2c = machine.I2C(0, scl=machine.Pin(6), sda=machine.Pin(5), freq=1000000)
-    imu = LSM6DSOX(i2c, 0x6A, watermark=2 * WATERMARK_PAIRS, max_words=2 * MAX_PAIRS)
+    imu = LSM6DSOX(i2c, 0x6A, odr_hz=imu_odr_for(rate_hz), watermark=2 * WATERMARK_PAIRS, max_words=2 * MAX_PAIRS)
     halls = (TMAG5273(i2c, 0x35), TMAG5273(i2c, 0x22))
     est = DepthEstimator()
     est.load(depth_model.calibration())
     ring = SampleRing(256)
     reader = ring.reader()
-    loop = SamplingLoop(imu, halls, Attitude(), est, ring, Config(guide_mdeg=30000, rate_hz=200, sin_g_q14=8192))
+    loop = SamplingLoop(imu, halls, Attitude(), est, ring, Config(guide_mdeg=30000, rate_hz=rate_hz, sin_g_q14=8192),
+                        odr_mhz=imu.odr_mhz())
     return loop, reader, imu_src, emus
 
 
@@ -200,3 +201,80 @@ def test_time_stamps_cross_the_tick_wrap():
     assert 3500 <= dt <= 6100, dt
     for k in range(i + 1, len(got.seq)):
         eq(got.flags[k] & (packet.F_IMU_FAULT | packet.F_STALE), 0, "no fault from the wrap")
+
+
+# ---- 1000 Hz output: the IMU at 1666 Hz ----------------------------------------------------------------------
+
+
+def test_imu_odr_for_each_output_rate():
+    eq([imu_odr_for(r) for r in (10, 200, 416, 417, 800, 1000)], [833, 833, 833, 1666, 1666, 1666])
+    eq((nominal_odr_mhz(833), nominal_odr_mhz(1666)), (833375, 1666750))
+    loop, _, _, _ = _rig(20.0, rate_hz=1000)
+    eq((loop.odr_mhz, loop.period_us, loop.hall_div), (1666750, 600, 4))
+    near(loop.att.dt_s, 1.0 / 1666.75, 1e-12, "attitude dt")
+    eq(loop.twitch.shift, 7)
+    loop.set_odr(833375)
+    eq((loop.odr_mhz, loop.period_us, loop.hall_div), (833375, 1200, 2))
+    near(loop.att.dt_s, 1.0 / 833.375, 1e-12, "attitude dt")
+    eq(loop.twitch.shift, 6)
+
+
+class _Counted:
+    # Counts read() calls on a needle sensor driver, passing them through.
+    def __init__(self, drv):
+        self.drv = drv
+        self.n = 0
+
+    def __call__(self):
+        self.n += 1
+        return self.drv.__class__.read(self.drv)
+
+
+def test_1000_hz_rate_time_stamps_hall_reads_and_values():
+    loop, ring, _, _ = _rig(20.0, rate_hz=1000)
+    reads = _Counted(loop.hall[0])
+    loop.hall[0].read = reads
+    got = Collected()
+    _run_for(loop, ring, got, 2.5)  # settling (settle_s, 2 s) over; the ring is drained every step
+    start = len(got.seq)
+    reads.n = 0
+    t0 = vclock.now_us()
+    _run_for(loop, ring, got, 3.0)
+    span_s = (vclock.now_us() - t0) / 1e6
+    n = len(got.seq) - start
+    near(n / span_s, 1000, 1, "output samples per second of device time")
+    near(reads.n / span_s, 416.7, 2, "needle sensor reads per second")
+    for i in range(start + 1, len(got.seq)):
+        eq((got.seq[i] - got.seq[i - 1]) & 0xFFFF, 1, "seq step")
+        dt = time.ticks_diff(got.t[i], got.t[i - 1])
+        assert 550 <= dt <= 1250, dt  # one or two IMU periods of 600 us
+    span = time.ticks_diff(got.t[-1], got.t[start])
+    near(span / (n - 1), 1000, 1, "mean sample spacing (us)")
+    for i in range(start, len(got.seq)):
+        near(got.needle[i], 3000, 30, "needle angle (cdeg) at rest")
+        near(got.depth[i], 2000, 20, "depth (d10um) at 20 mm")
+        eq(got.flags[i] & (packet.F_IMU_FAULT | packet.F_HALL_FAULT | packet.F_STALE | packet.F_DEPTH_INVALID
+                           | packet.F_SETTLING), 0)
+
+
+def test_steady_state_allocates_nothing_at_1000_hz():
+    loop, ring, _, _ = _rig(30.0, rate_hz=1000)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+    out = bytearray(240)
+    before = loop.samples
+    _steady(loop, ring, out, 10)
+    made = loop.samples - before
+    assert 9990 <= made <= 10010, made  # 10 s at 1000 Hz, every sample produced with the heap locked
+
+
+def test_a_twitch_sets_the_flag_on_one_sample_at_1000_hz():
+    loop, ring, src, _ = _rig(20.0, rate_hz=1000)
+    got = Collected()
+    _run_for(loop, ring, got, 2.0)
+    src.burst_at = vclock.now_us() + 200000
+    start = len(got.seq)
+    _run_for(loop, ring, got, 1.0)
+    hits = [i for i in range(start, len(got.seq)) if got.flags[i] & packet.F_TWITCH]
+    eq(len(hits), 1, "samples flagged TWITCH")
+    assert time.ticks_diff(got.t[hits[0]], src.burst_at) < 60000, "twitch reported late"

@@ -171,6 +171,52 @@ def test_trimmed_clock():
     near(src.n, 8358, 1, "samples in 10 s at 835.8 Hz")
 
 
+def test_1666_hz_pairs_and_times():
+    # "1666 Hz" is 6667 Hz / 4: one sample every 4 / 6667 s, a gyro and an accel word per sample in the FIFO.
+    period_ns = 4 * 1_000_000_000 // 6667  # 599_970 ns
+    src = Ramp()
+    _, emu, imu = rig(source=src, odr_hz=1666)
+    eq((emu.regs[0x10] >> 4, emu.regs[0x11] >> 4, emu.regs[0x09]), (0b1000, 0b1000, 0x88), "ODR and BDR codes")
+    eq(imu.odr_mhz(), 1_666_750)
+    out = imu.raw_pairs(32)
+    rows = []
+    for _ in range(100):
+        vboard.advance_us(10_000)
+        n = imu.read_pairs(out, 32)
+        rows += rows_of(out, n)
+        eq(imu.overrun, 0)
+    eq(src.n, 1666, "1666.75 samples per second")
+    eq(len(rows), 1666, "pairs read")
+    eq(rows, [sample_row(n) for n in range(1, 1667)], "in order, gyro and accel of the same sample")
+    for i in (0, 1, 100, 1665):
+        near(src.times[i], (i + 1) * period_ns // 1000, 1, "time of sample %d" % (i + 1))
+
+
+def test_set_odr_keeps_every_other_setting():
+    src = Ramp()
+    _, emu, imu = rig(source=src, accel_fs_g=8, gyro_fs_dps=1000, watermark=20)
+    r = emu.regs
+    before = (r[0x10] & 0x0F, r[0x11] & 0x0F, r[0x07], r[0x08], r[0x0D], r[0x0A], r[0x12], r[0x18])
+    vboard.advance_us(samples_us(10))
+    imu.set_odr(1666)
+    eq((r[0x10] >> 4, r[0x11] >> 4, r[0x09]), (0b1000, 0b1000, 0x88))
+    eq((r[0x10] & 0x0F, r[0x11] & 0x0F, r[0x07], r[0x08], r[0x0D], r[0x0A], r[0x12], r[0x18]), before)
+    eq((imu.accel_ug_per_lsb, imu.gyro_udps_per_lsb, imu.odr_mhz()), (244, 35000, 1_666_750))
+    eq(imu.fifo_status(), 0, "the FIFO emptied")
+    eq(imu.is_configured(), True)
+    raises(ValueError, imu.set_odr, 1000)
+    eq((r[0x10] >> 4, imu.odr_mhz()), (0b1000, 1_666_750), "a bad rate changes nothing")
+    imu.set_odr(833)
+    eq((r[0x10] >> 4, r[0x09], imu.odr_mhz()), (0b0111, 0x77, 833_375))
+    # The rate set is the one a re-probe configures, even if the chip was gone when it was set.
+    vboard.detach(0, 0x6A)
+    raises(OSError, imu.set_odr, 1666)
+    vboard.attach(0, emu)
+    imu.init()
+    eq((r[0x10] >> 4, r[0x10] & 0x0F, imu.odr_mhz()), (0b1000, before[0], 1_666_750))
+    eq(emu.violations, [])
+
+
 def test_fifo_words_decode_to_the_source_values():
     _, _, imu = rig()
     vboard.advance_us(samples_us(40))

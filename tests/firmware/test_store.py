@@ -242,7 +242,7 @@ def test_out_of_range_values_are_rejected_and_change_nothing():
         p = _in(d, "cfg.json")
         store.save_config(_cfg(), p)
         before = _read(p)
-        cases = (("rate_hz", 5), ("rate_hz", 401), ("guide_angle_mdeg", 90000), ("needle_length_um", 5000),
+        cases = (("rate_hz", 5), ("rate_hz", 1001), ("guide_angle_mdeg", 90000), ("needle_length_um", 5000),
                  ("nogo_depth_um", -1), ("nogo_margin_um", 20001), ("tare_um", 10 ** 6), ("rate_hz", 50.0),
                  ("rate_hz", True), ("rate_hz", "50"))
         for key, val in cases:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from needletrack import recording
+from needletrack import paths, recording
 from needletrack.cli import main
-from needletrack.protocol import Flag
-from needletrack.sim import runner, scenario
+from needletrack.protocol import Flag, Sample
+from needletrack.sim import feed, runner, scenario
 
 SHORT = {
     "name": "short_session",
@@ -95,6 +99,42 @@ def test_cli_runs_a_scenario_file_and_refuses_a_bad_one(tmp_path):
     assert "guide_angle_deg" in res.output
     res = CliRunner().invoke(main, ["sim", "run", str(good), "--record", str(tmp_path / "rec")])
     assert res.exit_code != 0 and "never overwritten" in res.output
+
+
+def test_1000_samples_per_second_from_an_imu_at_1666_hz(tmp_path):
+    sc = scenario.load("still_probe")
+    seqs: list[int] = []
+    times: list[np.ndarray] = []
+    flags: set[Flag] = set()
+
+    def keep(samples: list[Sample], device_s: np.ndarray) -> None:
+        seqs.extend(x.seq for x in samples)
+        times.append(device_s)
+        flags.update(f for x in samples for f in x.flags)
+
+    summary = runner.run(sc, tmp_path / "work", rate_hz=1000, on_samples=keep)
+    session = json.loads((tmp_path / "work" / "session.json").read_text())
+    assert session["imu_odr_mhz"] == 1666750 and session["config"]["rate_hz"] == 1000
+    # The feed written at the chip's rate: one record every 1 / 1666.75 s.
+    assert os.path.getsize(session["imu"]) == 12 * (int(sc.duration_s * 1666.75) + 1)
+    t = np.concatenate(times)
+    assert summary.lost == 0 and summary.samples == len(t)
+    assert t[-1] > sc.duration_s - 0.05
+    assert (len(t) - 1) / (t[-1] - t[0]) == pytest.approx(1000, abs=1)  # per second of device time
+    assert np.all(np.diff(seqs) % 65536 == 1)
+    assert np.all(np.diff(t) > 0) and np.max(np.diff(t)) < 0.0013  # one or two IMU periods of 0.6 ms
+    assert summary.errors["needle_angle_deg"] < 0.05
+    assert summary.errors["depth_mm"] < 0.1
+    assert Flag.STALE not in flags and Flag.IMU_FAULT not in flags
+
+
+def test_the_feed_rate_is_the_firmware_imu_rate():
+    # The host writes imu.bin at the rate the firmware will run the chip at for the configured output rate.
+    rates = (10, 200, 416, 417, 1000)
+    code = f"import loop; print([loop.nominal_odr_mhz(loop.imu_odr_for(r)) for r in {rates!r}])"
+    env = dict(os.environ, MICROPYPATH=str(paths.firmware_dir()))
+    out = subprocess.run([paths.micropython(), "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [round(feed.imu_odr_for(r) * 1000) for r in rates]
 
 
 @pytest.mark.slow

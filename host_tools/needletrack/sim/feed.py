@@ -2,8 +2,9 @@
 
 Writes the files that the MicroPython side reads (``sim/mpy/feed.py`` documents the layout):
 
-- ``imu.bin``: LSM6DSOX raw counts at the chip's real output rate (833.375 Hz), from the attitude path (with hand
-  tremor), the twitch bursts, gyro bias and datasheet noise;
+- ``imu.bin``: LSM6DSOX raw counts at the chip's real output rate (833.375 Hz, or 1666.75 Hz for output rates
+  above 416 Hz: ``imu_odr_for``), from the attitude path (with hand tremor), the twitch bursts, gyro bias and
+  datasheet noise;
 - ``hall_a.bin``, ``hall_b.bin``: the field at each TMAG5273 every 0.5 ms from the magnet model of the
   reference clip, with temperature, stray field and noise.
 
@@ -22,7 +23,8 @@ from needletrack.sim import magnet, motion
 from needletrack.sim.imu_model import ImuModel
 from needletrack.sim.scenario import Scenario
 
-IMU_ODR_HZ = 833.375
+IMU_ODR_HZ = 833.375  # the LSM6DSOX's "833 Hz" setting: 6667 Hz / 8
+IMU_ODR_FAST_HZ = 1666.75  # its "1666 Hz" setting: 6667 Hz / 4
 HALL_STEP_S = 0.0005
 TWITCH_HZ = 25.0  # a local twitch response felt at the probe: a damped oscillation of a few tens of Hz
 TWITCH_TAU_S = 0.04
@@ -38,6 +40,12 @@ class Feed:
     hall_a: Path
     hall_b: Path
     attitude_keyframes: np.ndarray  # the effective path: scenario keyframes with tremor folded in
+    imu_odr_hz: float = IMU_ODR_HZ  # the rate imu.bin is sampled at
+
+
+def imu_odr_for(rate_hz: int) -> float:
+    """The chip's true ODR the firmware runs the IMU at for an output rate (firmware/loop.py imu_odr_for)."""
+    return IMU_ODR_HZ if rate_hz <= 416 else IMU_ODR_FAST_HZ
 
 
 def attitude_path(sc: Scenario) -> np.ndarray:
@@ -69,14 +77,14 @@ def _twitch_accel_world(sc: Scenario, t: np.ndarray, ypr: np.ndarray) -> np.ndar
     return np.einsum("nij,nj->ni", r, body)
 
 
-def imu_counts(sc: Scenario, keys: np.ndarray) -> np.ndarray:
-    """(n, 6) int16: gyro x y z, accel x y z in LSB, sample k at k / IMU_ODR_HZ."""
-    n = math.floor(sc.duration_s * IMU_ODR_HZ) + 1
-    t = np.arange(n) / IMU_ODR_HZ
+def imu_counts(sc: Scenario, keys: np.ndarray, odr_hz: float = IMU_ODR_HZ) -> np.ndarray:
+    """(n, 6) int16: gyro x y z, accel x y z in LSB, sample k at k / odr_hz."""
+    n = math.floor(sc.duration_s * odr_hz) + 1
+    t = np.arange(n) / odr_hz
     extra = _twitch_accel_world(sc, t, motion.euler_at(keys, t))
-    ms = motion.sample(keys, duration_s=(n - 1) / IMU_ODR_HZ, rate_hz=IMU_ODR_HZ, accel_world_g=extra)
+    ms = motion.sample(keys, duration_s=(n - 1) / odr_hz, rate_hz=odr_hz, accel_world_g=extra)
     imp = sc.imperfections
-    model = ImuModel(odr_hz=IMU_ODR_HZ, accel_noise_ug_rthz=imp.accel_noise_ug_rthz,
+    model = ImuModel(odr_hz=odr_hz, accel_noise_ug_rthz=imp.accel_noise_ug_rthz,
                      gyro_noise_mdps_rthz=imp.gyro_noise_mdps_rthz, gyro_bias_dps=imp.gyro_bias_dps,
                      accel_bias_mg=imp.accel_bias_mg, seed=sc.seed)
     g, a = model.raw(ms.gyro_rad_s, ms.accel_g)
@@ -124,11 +132,15 @@ def jig_angles(geom: magnet.Geometry = magnet.REFERENCE) -> tuple[list[int], lis
     return [round(v * 1000) for v in jig], angles
 
 
-def write(sc: Scenario, out_dir: Path) -> Feed:
+def write(sc: Scenario, out_dir: Path, imu_odr_hz: float = IMU_ODR_HZ) -> Feed:
+    """The feed files for sc, imu.bin at imu_odr_hz: the chip's true ODR for the device's output rate
+    (imu_odr_for), which the virtual probe's session carries to the emulated chip's source."""
+    if not imu_odr_hz > 0:
+        raise ValueError(f"imu_odr_hz must be positive, not {imu_odr_hz}")
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = attitude_path(sc)
-    paths = Feed(out_dir / "imu.bin", out_dir / "hall_a.bin", out_dir / "hall_b.bin", keys)
-    imu_counts(sc, keys).tofile(paths.imu)
+    paths = Feed(out_dir / "imu.bin", out_dir / "hall_a.bin", out_dir / "hall_b.bin", keys, imu_odr_hz)
+    imu_counts(sc, keys, imu_odr_hz).tofile(paths.imu)
     a, b = hall_records(sc)
     a.tofile(paths.hall_a)
     b.tofile(paths.hall_b)

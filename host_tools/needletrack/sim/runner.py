@@ -87,6 +87,7 @@ def session_file(sc: Scenario, fd: feed.Feed, work: Path, flash: Path, realtime:
         "duration_us": round(sc.duration_s * 1e6),
         "realtime": realtime,
         "config": device_config(sc, rate_hz),
+        "imu_odr_mhz": round(fd.imu_odr_hz * 1000),  # the rate imu.bin was written at
         "calibration": {"jig_um": jig_um, "angles": angles},
         "faults": [[round(f.t_s * 1e6), round(f.until_s * 1e6), f.kind, f.sensor] for f in sc.faults],
     }
@@ -107,7 +108,7 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
         shutil.rmtree(flash)  # a fresh device for every run: runs are repeatable
     flash.mkdir()
     install_firmware(flash)
-    fd = feed.write(sc, work / "feed")
+    fd = feed.write(sc, work / "feed", imu_odr_hz=feed.imu_odr_for(rate_hz))
     session = session_file(sc, fd, work, flash, realtime, rate_hz)
     env = dict(os.environ, MICROPYPATH=str(paths.VIRTUAL_BOARD))
     cmd = [paths.micropython(), "-X", f"heapsize={HEAPSIZE}", str(paths.VIRTUAL_BOARD / "vprobe.py"), str(session)]

@@ -15,7 +15,8 @@ import json
 import shutil
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from needletrack.sim import feed, runner
@@ -36,7 +37,7 @@ def prepare(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_
             shutil.rmtree(flash)
         flash.mkdir()
         runner.install_firmware(flash)
-    fd = feed.write(sc, work_dir / "feed")
+    fd = feed.write(sc, work_dir / "feed", imu_odr_hz=feed.imu_odr_for(rate_hz))
     return runner.session_file(sc, fd, work_dir, flash, True, rate_hz), fresh
 
 
@@ -67,3 +68,23 @@ def serve(sc: Scenario, work_dir: Path, realtime: bool = True, *, rate_hz: int =
         while not stop.wait(0.2):
             if not console.alive:
                 raise console.error or ConsoleError("the serial console stopped")
+
+
+@dataclass(frozen=True)
+class ServedProbe:
+    transport: str  # the radio, for a Bumble host
+    serial: str  # the console's pseudo-terminal, for mpremote and the console link
+    radio: RadioBridgeThread  # the radio itself: drop its links, see when the probe advertises
+
+
+@contextlib.contextmanager
+def served(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_HZ) -> Iterator[ServedProbe]:
+    """A probe up in real time with its radio and serial console, for as long as the block runs (what
+    `needletrack sim serve` keeps up, for a program: tests, benchmarks, the demo)."""
+    session, fresh = prepare(sc, work_dir, rate_hz=rate_hz)
+    with RadioBridgeThread() as radio:
+        doc = json.loads(session.read_text())
+        doc["radio"] = {"port": radio.shim_port, "pace": 1}
+        session.write_text(json.dumps(doc, indent=1))
+        with Console(work_dir, session, provision=fresh) as console:
+            yield ServedProbe(radio.transport, str(console.path), radio)

@@ -1,7 +1,8 @@
 # Sensor data for the emulated chips, read from the files the host wrote for a scenario (needletrack.sim.feed).
 #
 #   imu.bin     little-endian int16 x 6 per sample (gyro x y z, accel x y z, raw LSB at +-500 dps / +-4 g),
-#               sample k at t = k / IMU_ODR_MHZ * 1e9 us
+#               sample k at t = k / odr_mhz * 1e9 us, odr_mhz the chip ODR it was written for (the session's
+#               "imu_odr_mhz")
 #   hall_X.bin  little-endian int32 x 4 per record (Bx By Bz in nT, die temperature in mdegC), every HALL_STEP_US
 #
 # Each source is the callable an emulator takes: source(t_us, out). It picks the record for t_us, seeking only
@@ -9,7 +10,7 @@
 # A source can be made to hold (a stuck sensor) or to saturate (a magnet too close) by the fault schedule.
 from micropython import const
 
-IMU_ODR_MHZ = const(833375)  # the LSM6DSOX's 833 Hz setting is 6667 Hz / 8 = 833.375 Hz
+IMU_ODR_MHZ = const(833375)  # the default: the LSM6DSOX's 833 Hz setting is 6667 Hz / 8 = 833.375 Hz
 HALL_STEP_US = const(500)
 
 
@@ -47,15 +48,16 @@ def _i32(b, i):
 
 
 class ImuSource:
-    def __init__(self, path):
+    def __init__(self, path, odr_mhz=IMU_ODR_MHZ):
         self.rec = _Records(path, 12)
+        self.odr_mhz = odr_mhz  # records per 1000 s
         self.hold = 0
 
     def __call__(self, t_us, out):
         if self.hold:
             return  # the emulator keeps the previous values in out
         r = self.rec
-        r.load((t_us * IMU_ODR_MHZ + 500000000) // 1000000000)
+        r.load((t_us * self.odr_mhz + 500000000) // 1000000000)
         b = r.buf
         for i in range(6):
             out[i] = _i16(b, 2 * i)

@@ -3,9 +3,10 @@
 #   micropython vprobe.py SESSION_JSON                          run the session to its end
 #   micropython -i vprobe.py SESSION_JSON --console BOOT_JSON   one boot of the serial console's device
 #
-# SESSION_JSON (written by needletrack.sim.runner) names the sensor data files, the device's flash directory,
-# the session length, the clock mode and the fault schedule. The flash directory holds the firmware exactly
-# as flashed onto a board; it is mounted at "/" and the firmware's main.py runs from it as on power-up.
+# SESSION_JSON (written by needletrack.sim.runner) names the sensor data files and the IMU rate they were written
+# at ("imu_odr_mhz", the chip ODR the configured output rate needs), the device's flash directory, the session
+# length, the clock mode and the fault schedule. The flash directory holds the firmware exactly as flashed onto
+# a board; it is mounted at "/" and the firmware's main.py runs from it as on power-up.
 #
 # Run mode ends the session (SystemExit from the board clock) when the virtual time reaches its duration.
 #
@@ -32,7 +33,7 @@ import vboard
 import machine  # noqa: F401 - the emulated module, loaded before the flash filesystem hides this directory
 import time  # noqa: F401 - likewise
 import flashfs
-from feed import HallSource, ImuSource
+from feed import IMU_ODR_MHZ, HallSource, ImuSource
 from lsm6dsox_emu import LSM6DSOXEmu
 from tmag5273_emu import TMAG5273Emu
 
@@ -133,7 +134,8 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
     vboard.reset()
     vboard.board.now_us = start_us
     vclock.reset(start_us)
-    sources = {"imu": ImuSource(session["imu"]), "hall_a": HallSource(session["hall_a"]),
+    imu = ImuSource(session["imu"], session.get("imu_odr_mhz", IMU_ODR_MHZ))
+    sources = {"imu": imu, "hall_a": HallSource(session["hall_a"]),
                "hall_b": HallSource(session["hall_b"])}
     feeds = sources
     if loop and session["duration_us"] > 0:
