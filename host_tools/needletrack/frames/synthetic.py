@@ -7,8 +7,12 @@ angle g, so the source knows the truth of every frame (:meth:`SyntheticSource.tr
 :attr:`calibration`.
 
 Frame k is at scenario time ``k / fps`` (the virtual device's clock reads scenario time) and host time
-``start_s + k / fps``. The tissue is fixed per seed; each frame adds its own electronic noise, seeded by the
-seed and the frame index, so any frame can be rebuilt alone and two runs give identical frames.
+``start_s + k / fps``. With ``realtime``, ``start_s`` is a ``time.monotonic()`` instant and each frame is
+delivered when the clock reaches its time, as a scanner delivers them; frames whose time had passed when
+the iteration began are skipped, as a live scanner never shows the past.
+
+The tissue is fixed per seed; each frame adds its own electronic noise, seeded by the seed and the frame index,
+so any frame can be rebuilt alone and two runs give identical frames.
 """
 
 from __future__ import annotations
@@ -84,10 +88,12 @@ class SyntheticSource(FrameSource):
         return Frame(image, self.start_s + truth.scenario_s, spacing, None, self.name, index)
 
     def frames(self) -> Iterator[Frame]:
-        wall0 = time.monotonic()
-        for index in range(self.frame_count):
+        first = 0
+        if self.realtime:
+            first = max(0, math.ceil((time.monotonic() - self.start_s) * self.fps))
+        for index in range(first, self.frame_count):
             if self.realtime:
-                wait = wall0 + index / self.fps - time.monotonic()
+                wait = self.start_s + index / self.fps - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
             yield self.frame(index)
