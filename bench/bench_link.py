@@ -12,6 +12,9 @@
    true host time (RMS, 99th percentile, max) and the drift the mapping found.
 3. Reconnection: a probe in real time; its link is dropped --drops times (as out of range); prints how long
    after the probe began advertising again the host had samples, and the counts across all reconnections.
+   The same run compares the mapped time of every sample with the virtual device's true clock (its epoch on
+   the host's monotonic clock): what remains is the link's minimum latency, which arrival times alone cannot
+   reveal (the video latency calibration takes it in, docs/latency.md).
 
     .venv/bin/python bench/bench_link.py [--minutes 10] [--pace 5] [--drops 10]
 """
@@ -183,6 +186,7 @@ class Reconnects:
     rx: Receiver = field(default_factory=Receiver)
     reconnects: int = 0
     gaps_within: int = 0
+    clock_errors_ms: list[float] = field(default_factory=list)
 
 
 async def _drops(served: serve.ServedProbe, drops: int, progress: Progress) -> Reconnects:
@@ -190,10 +194,14 @@ async def _drops(served: serve.ServedProbe, drops: int, progress: Progress) -> R
     parts: list[list[int]] = [[]]
     first_arrival: list[float] = []
 
+    epoch = served.console.device_epoch()
+
     def on_samples(batch: list[Timed]) -> None:
         if not parts[-1]:
             first_arrival.append(time.monotonic())
         parts[-1].extend(t.sample.seq for t in batch)
+        if epoch is not None:
+            out.clock_errors_ms.extend((t.host_s - (epoch + t.device_s)) * 1e3 for t in batch)
 
     async def until(cond: object, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -296,6 +304,10 @@ def main() -> None:
                   f"samples again {statistics.median(rs) * 1e3:.0f} ms median, {max(rs) * 1e3:.0f} ms max "
                   f"after the probe advertised (target < {TARGET_RESUME_S:g} s: "
                   + ("[green]met[/]" if max(rs) < TARGET_RESUME_S else "[red]missed[/]") + ")")
+    e = np.array(rec.clock_errors_ms[len(rec.clock_errors_ms) // 4:])
+    if len(e):
+        console.print(f"  mapped time vs the virtual device's true clock over the radio: mean {e.mean():+.2f} ms, "
+                      f"spread {e.std():.2f} ms RMS (the mean is the link's minimum latency)")
     rx = rec.rx
     console.print(f"  {rec.reconnects} reconnections; lost {rx.lost}, duplicated {rx.duplicates}, reordered "
                   f"{rx.reordered}, gaps within a connection {rec.gaps_within}, made while disconnected "

@@ -201,9 +201,9 @@ class Device:
         control = self.control
         next_housekeeping = time.ticks_add(time.ticks_ms(), STATUS_EVERY_MS)
         while True:
-            loop.step()
+            loop.process()
             for link in links:
-                link.service()
+                link.service()  # what the batch emitted leaves now, not after the wait for the next one
             if control.identify_s:
                 self.feedback.identify(control.identify_s)
                 control.identify_s = 0
@@ -214,3 +214,4 @@ class Device:
             if self.control.reboot_pending:
                 time.sleep_ms(100)  # let the RESULT go out
                 machine.reset()
+            loop.wait()

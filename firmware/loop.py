@@ -114,21 +114,30 @@ class SamplingLoop:
     # -- one step ----------------------------------------------------------------------------------------
 
     def step(self):
-        # Process whatever the FIFO holds (or, with the IMU down, emit a paced fault sample); then wait for
-        # the next batch. Returns the number of output samples emitted.
+        # Process whatever the FIFO holds, then wait for the next batch. Returns the output samples emitted.
+        emitted = self.process()
+        self.wait()
+        return emitted
+
+    def process(self):
+        # Process whatever the FIFO holds (or, with the IMU down, emit a paced fault sample). The device sends
+        # what this emitted before wait(): a sample never sits out a batch period on the device.
         if self.wdt is not None:
             self.wdt.feed()
         if not self.imu_ok:
             return self._step_without_imu()
-        emitted = self.drain()
-        if self.imu_ok:
-            # Wait for the next batch: what the FIFO still lacks of a watermark's worth, less the time spent here.
-            n = self.batch
-            missing = WATERMARK_PAIRS - n if n < WATERMARK_PAIRS else WATERMARK_PAIRS
-            wait = missing * self.period_us - time.ticks_diff(time.ticks_us(), self.t_read)
-            if wait > 0:
-                time.sleep_us(wait)
-        return emitted
+        return self.drain()
+
+    def wait(self):
+        # Until the next batch: what the FIFO still lacks of a watermark's worth, less the time spent since the
+        # read (processing, and whatever the device did in between).
+        if not self.imu_ok:
+            return
+        n = self.batch
+        missing = WATERMARK_PAIRS - n if n < WATERMARK_PAIRS else WATERMARK_PAIRS
+        wait = missing * self.period_us - time.ticks_diff(time.ticks_us(), self.t_read)
+        if wait > 0:
+            time.sleep_us(wait)
 
     def drain(self):
         """Process what the FIFO holds now, without waiting (e.g. before the IMU is reconfigured, which empties

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 TICK_PERIOD_US = 1 << 30
+# Crystals are specified to tens of ppm; the device's and the host's together stay well within this.
+MAX_DRIFT = 300e-6
+MIN_DRIFT_BASELINE_S = 10.0  # device time the windows must span before a drift is estimated
 
 
 class Unwrapper:
@@ -116,8 +119,9 @@ class ClockMapper:
         t = np.array([p[0] for p in points])
         off = np.array([p[1] for p in points])
         ref = float(t[-1])
-        if len(points) < 3:
-            # Too few windows for a drift: hold the least-delayed offset seen, and say how unsure that is.
+        if len(points) < 3 or t[-1] - t[0] < MIN_DRIFT_BASELINE_S:
+            # Too short a baseline for a drift (window minima scatter by a ms or so, which over a few seconds
+            # would read as hundreds of ppm): hold the least-delayed offset seen, and say how unsure it is.
             best = float(off.min())
             spread = float(off.max() - best) if len(points) > 1 else 0.01
             return Mapping(best, 0.0, ref, max(spread, 1e-3), len(points))
@@ -127,6 +131,10 @@ class ClockMapper:
         keep = resid <= np.median(resid)
         if keep.sum() >= 3:
             drift, offset_at_ref = np.polyfit(t[keep] - ref, off[keep], 1)
-            resid = off[keep] - (offset_at_ref + drift * (t[keep] - ref))
+        if abs(drift) > MAX_DRIFT:
+            # No pair of clocks drifts this much: the minima are still scattered; hold the drift at the bound.
+            drift = float(np.clip(drift, -MAX_DRIFT, MAX_DRIFT))
+            offset_at_ref = float(np.median(off[keep] - drift * (t[keep] - ref)))
+        resid = off[keep] - (offset_at_ref + drift * (t[keep] - ref))
         uncertainty = float(np.sqrt(np.mean(resid**2)) + 1e-6)
         return Mapping(float(offset_at_ref), float(drift), ref, uncertainty, int(keep.sum()))

@@ -42,6 +42,9 @@ from needletrack.protocol import CONTROL_UUID, MEASUREMENT_UUID, SERVICE_UUID, S
 __all__ = ["BumbleLink", "Found", "LinkError", "Notification", "SecurityError"]
 
 logger = logging.getLogger(__name__)
+# The firmware streams from the moment a host connects; what arrives before this host subscribes is expected
+# and dropped by Bumble, which would otherwise warn of each such notification on the user's terminal.
+logging.getLogger("bumble.gatt_client").setLevel(logging.ERROR)
 
 DEFAULT_MTU = 247
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05

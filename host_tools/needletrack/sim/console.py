@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import select
@@ -320,6 +321,18 @@ class Console:
         with contextlib.suppress(OSError):
             os.close(child.master)
         return rc
+
+    def device_epoch(self) -> float | None:
+        """The host time (time.monotonic) at which this boot's device clock read 0: the true mapping from
+        device time to host time, which a real probe cannot give (None before the boot has started)."""
+        try:
+            words = (self.work / "state").read_text().split()
+        except OSError:
+            return None
+        for key, value in itertools.pairwise(words):
+            if key == "epoch_us":
+                return int(value) / 1e6
+        return None
 
     def _reset_cause(self) -> int | None:
         try:

@@ -979,6 +979,8 @@ class RadioBridge:
         self._session_task = asyncio.current_task()
         try:
             await session.run()
+        except asyncio.CancelledError:
+            pass  # the bridge is stopping (mid-operation, e.g. while the probe restarts advertising)
         except Exception:
             logger.exception("virtual probe session failed")
         finally:
@@ -1045,6 +1047,13 @@ class RadioBridgeThread:
         try:
             loop.run_forever()
         finally:
+            # A controller's answer to a command the stopping bridge cancelled finds no one waiting: Bumble's host
+            # then raises InvalidStateError in a callback. That is the shutdown, not a fault: keep it quiet.
+            def on_error(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+                if not isinstance(context.get("exception"), asyncio.InvalidStateError):
+                    lp.default_exception_handler(context)
+
+            loop.set_exception_handler(on_error)
             loop.run_until_complete(self.bridge.stop())
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for task in pending:

@@ -75,6 +75,7 @@ class ServedProbe:
     transport: str  # the radio, for a Bumble host
     serial: str  # the console's pseudo-terminal, for mpremote and the console link
     radio: RadioBridgeThread  # the radio itself: drop its links, see when the probe advertises
+    console: Console  # the serial console, and the true device epoch (Console.device_epoch)
 
 
 @contextlib.contextmanager
@@ -87,4 +88,4 @@ def served(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_H
         doc["radio"] = {"port": radio.shim_port, "pace": 1}
         session.write_text(json.dumps(doc, indent=1))
         with Console(work_dir, session, provision=fresh) as console:
-            yield ServedProbe(radio.transport, str(console.path), radio)
+            yield ServedProbe(radio.transport, str(console.path), radio, console)

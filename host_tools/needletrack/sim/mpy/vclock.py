@@ -48,9 +48,19 @@ def now_us():
     return _state[0]
 
 
+_SLICE_US = 1000  # in real time, the radio is serviced at least this often during a long sleep
+
+
 def sleep_us(us):
     if us > 0:
         if _state[1]:
+            # As a board's stack sends at its connection events while the application sleeps: a notification
+            # queued before a 10 ms sleep leaves at its event, not when the sleep is over.
+            while us > _SLICE_US and hooks:
+                _host_time.sleep_us(_SLICE_US)
+                us -= _SLICE_US
+                for hook in hooks:
+                    hook()
             _host_time.sleep_us(us)
         else:
             _state[0] += us

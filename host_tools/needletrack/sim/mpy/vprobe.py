@@ -217,6 +217,10 @@ def console(path, boot_path, repl_globals):
     board.on_reset = note_reset
     board.on_wdt = watchdog_bites
     vclock.set_realtime(True)  # a console is interactive
+    # Where device time 0 falls on the host's monotonic clock (the unix port's ticks_us is CLOCK_MONOTONIC, as
+    # CPython's time.monotonic): the ground truth a benchmark checks the host's clock mapping against.
+    state.write("epoch_us %d\n" % vclock._state[2])
+    state.flush()
     mount_flash(session)
     if boot["provision"]:
         provision(session)
