@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -226,19 +225,21 @@ def sim_serve(scenario_name: str, rate: int, workdir: Path | None, keep_flash: b
 @main.command("demo")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
 @click.option("--scenario", "scenario_name", default="dry_needling", show_default=True)
-def demo(out: Path, scenario_name: str) -> None:
-    """A dry-needling session on the virtual probe: recording, accuracy against truth, and a plot."""
+@click.option("--seconds", type=float, default=None, help="How long to stream (default: one pass of the scenario).")
+@click.option("--no-dicom", is_flag=True, help="Only the synthetic image stream, not the real DICOM cine.")
+def demo(out: Path, scenario_name: str, seconds: float | None, no_dicom: bool) -> None:
+    """The main job on the built-in probe: the virtual probe plays a dry-needling session in real time over its
+    radio; its needle is drawn live on synthetic B-mode frames and on a real ultrasound cine; the fused videos,
+    screenshots, PLUS sequence files and the session recording go to OUT."""
+    from needletrack import demo as demo_mod
     from needletrack import plots, recording
 
-    session_dir = out / time.strftime("session-%Y%m%d-%H%M%S")
-    sc, summary = _run_scenario(scenario_name, session_dir / "recording", False, 200, session_dir / "virtual-probe")
-    _print_summary(summary)
-    rec = recording.load(session_dir / "recording")
-    png = plots.session_overview(rec, session_dir / "overview.png",
-                                 f"{sc.name}: {sc.description}")
-    console.print(f"[bold green]output:[/] {session_dir}")
-    console.print(f"  recording  {session_dir / 'recording'} (samples.csv, events.csv, truth.csv, session.json)")
-    console.print(f"  plot       {png}")
+    result = demo_mod.run(out, scenario_name, seconds=seconds, dicom=None if no_dicom else demo_mod.DEMO_DICOM,
+                          console=console)
+    rec = recording.load(result.directory / "recording")
+    png = plots.session_overview(rec, result.directory / "overview.png", f"{scenario_name}: streamed live")
+    result.files["overview.png"] = png
+    demo_mod.report(result, console)
 
 
 def _register_groups() -> None:
