@@ -98,35 +98,76 @@ def scan_cmd(transport: str, timeout: float) -> None:
         sys.exit(1)
 
 
+def _fusion_options(f):
+    """--frames and what goes with it, shared by stream and record."""
+    f = click.option("--igtl-port", type=int, default=None,
+                     help="Serve the needle and the fused image over OpenIGTLink on this port (0: any free one; "
+                          "3D Slicer's default is 18944).")(f)
+    f = click.option("--nogo", "nogo_mm", type=float, default=None,
+                     help="No-go tip depth to draw, mm below the transducer face.")(f)
+    f = click.option("--latency", "video_latency_s", type=float, default=0.0, show_default=True,
+                     help="Video latency of the frame source, s (needletrack calibrate latency measures it).")(f)
+    f = click.option("--probe-model", default=None,
+                     help="The stored image calibration to place the needle with (needletrack image calibrate).")(f)
+    f = click.option("--frames", "frames_spec", default=None, metavar="SOURCE",
+                     help="Ultrasound frames to draw the needle on: capture:0, video:FILE, dicom:FILE, "
+                          "igtl:HOST:PORT, synthetic:SCENARIO.")(f)
+    return f
+
+
+def _fusion(frames_spec: str | None, probe_model: str | None, video_latency_s: float, nogo_mm: float | None,
+            igtl_port: int | None):
+    from needletrack.live_fusion import FusionOptions
+
+    if frames_spec is None:
+        if igtl_port is not None:
+            raise click.UsageError("--igtl-port serves fused frames: give --frames too")
+        return None
+    return FusionOptions(frames_spec, probe_model, None, video_latency_s, nogo_mm, igtl_port)
+
+
+def _run_live(transport: str, device: str | None, seconds: float | None, directory: Path | None, fusion):
+    import asyncio
+
+    from needletrack import live
+    from needletrack.frames import FrameSourceError
+    from needletrack.geometry import CalibrationError
+
+    with _link_errors():
+        try:
+            return asyncio.run(live.run(transport, device, seconds, directory, console, fusion))
+        except (CalibrationError, FrameSourceError) as e:
+            raise click.ClickException(str(e)) from None
+
+
 @main.command("stream")
 @click.argument("device", required=False)
 @click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
 @click.option("--duration", "--seconds", "seconds", type=float, help="Stop after this many seconds (default: Ctrl-C).")
-def stream_cmd(device: str | None, transport: str, seconds: float | None) -> None:
-    """Show a probe's samples live: angle, depth, rate, loss. DEVICE: an address (default: the first found)."""
-    import asyncio
-
-    from needletrack import live
-
-    with _link_errors():
-        asyncio.run(live.run(transport, device, seconds, None, console))
+@_fusion_options
+def stream_cmd(device: str | None, transport: str, seconds: float | None, frames_spec: str | None,
+               probe_model: str | None, video_latency_s: float, nogo_mm: float | None, igtl_port: int | None) -> None:
+    """Show a probe's samples live: angle, depth, rate, loss. DEVICE: an address (default: the first found).
+    With --frames, the needle is drawn on the ultrasound frames (and served over OpenIGTLink with --igtl-port)."""
+    _run_live(transport, device, seconds, None, _fusion(frames_spec, probe_model, video_latency_s, nogo_mm,
+                                                        igtl_port))
 
 
 @main.command("record")
 @click.argument("args", nargs=-1, required=True, metavar="[DEVICE] DIR")
 @click.option("--transport", "-t", default="os", show_default=True, help=_TRANSPORT_HELP)
 @click.option("--duration", "--seconds", "seconds", type=float, help="Stop after this many seconds (default: Ctrl-C).")
-def record_cmd(args: tuple[str, ...], transport: str, seconds: float | None) -> None:
-    """Record a probe's samples into DIR (docs/recording.md), shown live; Ctrl-C ends it cleanly."""
-    import asyncio
-
-    from needletrack import live
-
+@_fusion_options
+def record_cmd(args: tuple[str, ...], transport: str, seconds: float | None, frames_spec: str | None,
+               probe_model: str | None, video_latency_s: float, nogo_mm: float | None, igtl_port: int | None) -> None:
+    """Record a probe's samples into DIR (docs/recording.md), shown live; Ctrl-C ends it cleanly. With --frames,
+    DIR also gets the fused video (fused.mp4) and the images with the needle tip for 3D Slicer
+    (ultrasound.seq.mha)."""
     if len(args) > 2:
         raise click.UsageError("expected [DEVICE] DIR")
     device, directory = (None, args[0]) if len(args) == 1 else args
-    with _link_errors():
-        rx = asyncio.run(live.run(transport, device, seconds, Path(directory), console))
+    rx = _run_live(transport, device, seconds, Path(directory),
+                   _fusion(frames_spec, probe_model, video_latency_s, nogo_mm, igtl_port))
     gaps = f", {rx.missed} made while the link was down" if rx.connections > 1 else ""
     console.print(f"recording: {directory} ({rx.samples} samples, {rx.lost} lost{gaps})")
 

@@ -7,12 +7,16 @@ import contextlib
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from needletrack.fused_stream import fuse_live
+from needletrack.fusion import SampleHistory
 from needletrack.link import Found, Link, LinkError, open_link
+from needletrack.live_fusion import FusionOptions, open_fusion
 from needletrack.protocol import Flag, Status, decode_record
 from needletrack.receiver import Receiver, Timed
 from needletrack.recording import RecordingWriter, flags_text
@@ -68,64 +72,108 @@ def _view(rx: Receiver, where: str, status: Status | None, recording: Path | Non
     return t
 
 
-async def run(transport: str, address: str | None, seconds: float | None, record: Path | None,
-              console: Console) -> Receiver:
-    """Connect, stream until `seconds` pass or Ctrl-C, show it live, and record it if asked. A dropped link is
-    reconnected (same probe, with backoff) for as long as the session lasts."""
-    rx = Receiver()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    writer: RecordingWriter | None = None
-    status: list[Status | None] = [None]
-    recording_open = [False]
+class _Session:
+    """One `stream` or `record` run: the link, the receiver, the recording and the frames, and their display."""
 
-    def on_samples(batch: list[Timed]) -> None:
+    def __init__(self, transport: str, address: str | None, record: Path | None, console: Console,
+                 fusion: FusionOptions | None) -> None:
+        self.transport = transport
+        self.address = address
+        self.record = record
+        self.console = console
+        self.rx = Receiver()
+        self.history = SampleHistory()
+        self.status: Status | None = None
+        self.writer: RecordingWriter | None = None
+        self.recording_open = False
+        self.stop = asyncio.Event()
+        self.frames = 0
+        # Opened first: a frame source that cannot be calibrated is refused before the probe is touched.
+        self.fusion = open_fusion(fusion, self.history, record) if fusion is not None else None
+
+    def on_samples(self, batch: list[Timed]) -> None:
+        self.history.add(batch)
         # Notifications already on their way when the session ends are dropped, not written after the close.
-        if writer is not None and recording_open[0]:
+        if self.writer is not None and self.recording_open:
             for t in batch:
-                writer.add_sample(t.sample, t.device_s, t.host_s)
+                self.writer.add_sample(t.sample, t.device_s, t.host_s)
 
-    async def on_connected(link: Link) -> None:
+    async def on_connected(self, link: Link) -> None:
         with contextlib.suppress(LinkError):
             rec = decode_record(await link.read_status())
-            status[0] = rec if isinstance(rec, Status) else None
-        if writer is not None:  # made after the first connection: this is a reconnection
-            writer.add_event(rx.last.device_s if rx.last else 0.0, "link", "reconnected")
+            self.status = rec if isinstance(rec, Status) else None
+        if self.writer is not None:  # made after the first connection: this is a reconnection
+            last = self.rx.last
+            self.writer.add_event(last.device_s if last else 0.0, "link", "reconnected")
 
-    link: Link = open_link(transport)
-    async with link:
-        session = StreamSession(link, rx, address=address, on_samples=on_samples, on_connected=on_connected)
-        await session.connect()
-        where = session.address or transport
-        if record is not None:
-            writer = RecordingWriter(record, {"device": where, "transport": transport,
-                                              "host_clock": "time.monotonic", "status": repr(status[0])})
-            recording_open[0] = True
-        task = asyncio.create_task(session.run(stop))
-        deadline = None if seconds is None else time.monotonic() + seconds
+    def _on_frame(self, _fused: object) -> None:
+        self.frames += 1
+
+    async def run(self, seconds: float | None) -> Receiver:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self.stop.set)
+            loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         try:
-            with Live(_view(rx, where, status[0], record, session), console=console, refresh_per_second=5,
-                      transient=False) as live:
-                while not stop.is_set() and not task.done():
+            async with open_link(self.transport) as link:
+                await self._stream(link, seconds)
+        finally:
+            if self.fusion is not None:
+                self.fusion.close()
+        return self.rx
+
+    async def _stream(self, link: Link, seconds: float | None) -> None:
+        rx = self.rx
+        session = StreamSession(link, rx, address=self.address, on_samples=self.on_samples,
+                                on_connected=self.on_connected)
+        await session.connect()
+        where = session.address or self.transport
+        if self.record is not None:
+            self.writer = RecordingWriter(self.record, {"device": where, "transport": self.transport,
+                                                        "host_clock": "time.monotonic", "status": repr(self.status)})
+            self.recording_open = True
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(session.run(self.stop))]
+        if self.fusion is not None:
+            f = self.fusion
+            tasks.append(asyncio.create_task(fuse_live(f.source.frames(), f.fuser, f.sinks, self.stop,
+                                                       on_frame=self._on_frame)))
+        deadline = None if seconds is None else time.monotonic() + seconds
+
+        def view() -> Table:
+            t = _view(rx, where, self.status, self.record, session)
+            if self.fusion is not None:
+                t.add_row("frames", f"{self.frames} fused from {self.fusion.source.name}"
+                          + (f", OpenIGTLink on port {self.fusion.igtl.port}" if self.fusion.igtl else ""))
+            return t
+
+        try:
+            with Live(view(), console=self.console, refresh_per_second=5, transient=False) as live:
+                while not self.stop.is_set() and not any(t.done() for t in tasks):
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.2)
-                    live.update(_view(rx, where, status[0], record, session))
+                        await asyncio.wait_for(self.stop.wait(), 0.2)
+                    live.update(view())
         finally:
-            stop.set()
-            recording_open[0] = False
-            with contextlib.suppress(Exception):
-                await task
-            if writer is not None:
-                writer.close(samples_lost=rx.lost, samples_missed_while_disconnected=rx.missed,
-                             duplicates_dropped=rx.duplicates, reordered_dropped=rx.reordered,
-                             reconnects=session.reconnects, device_restarts=rx.restarts,
-                             malformed_notifications=rx.malformed)
-        error = task.exception() if task.done() and not task.cancelled() else None
-        if error is not None:
-            raise error
-    return rx
+            self.stop.set()
+            self.recording_open = False
+            for t in tasks:
+                with contextlib.suppress(Exception):
+                    await t
+            if self.writer is not None:
+                self.writer.close(samples_lost=rx.lost, samples_missed_while_disconnected=rx.missed,
+                                  duplicates_dropped=rx.duplicates, reordered_dropped=rx.reordered,
+                                  reconnects=session.reconnects, device_restarts=rx.restarts,
+                                  malformed_notifications=rx.malformed, frames_fused=self.frames)
+        for t in tasks:
+            error = t.exception() if t.done() and not t.cancelled() else None
+            if error is not None:
+                raise error
+
+
+async def run(transport: str, address: str | None, seconds: float | None, record: Path | None,
+              console: Console, fusion: FusionOptions | None = None) -> Receiver:
+    """Connect, stream until `seconds` pass or Ctrl-C, show it live, and record it if asked. A dropped link is
+    reconnected (same probe, with backoff) for as long as the session lasts. With `fusion`, frames from its
+    source get the needle of their instant drawn on them, into the recording and to OpenIGTLink clients."""
+    return await _Session(transport, address, record, console, fusion).run(seconds)

@@ -83,3 +83,61 @@ def test_device_commands_over_ble_answer_and_refuse(served_probe):
     assert "RUNNING" in res.output or "CALIBRATING" in res.output
     res = runner.invoke(main, ["device", "command", "set-nogo", "deep", "1", "-t", t])
     assert res.exit_code != 0 and "not a number" in res.output
+
+
+def test_record_with_frames_writes_the_fused_video_and_the_sequence_and_serves_openigtlink(served_probe, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    import cv2
+    import SimpleITK as sitk
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client_out: list[str] = []
+
+    def client() -> None:
+        # stdin stays open: the client takes commands there and ends at its end
+        with subprocess.Popen([sys.executable, str(Path(__file__).with_name("igtl_client.py")), "127.0.0.1",
+                               str(port), "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            client_out.extend(proc.stdout.read().splitlines())
+
+    out = tmp_path / "fused"
+    threading.Timer(1.0, client).start()  # connects once the server is up; retries until then
+    res = CliRunner().invoke(main, ["record", "-t", served_probe.transport, str(out), "--seconds", "4",
+                                    "--frames", "synthetic:dry_needling", "--nogo", "17", "--igtl-port", str(port)])
+    assert res.exit_code == 0, res.output
+    video = cv2.VideoCapture(str(out / "fused.mp4"))
+    n = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert n >= 3 * 25
+    seq = sitk.ReadImage(str(out / "ultrasound.seq.mha"))
+    assert seq.GetSize()[2] == n
+    rec = recording.load(out)
+    assert rec.session["frames_fused"] == n and rec.session["complete"] is True
+    for _ in range(100):  # the client ends 5 s after it started
+        if client_out:
+            break
+        threading.Event().wait(0.1)
+    got = [json.loads(line) for line in client_out]
+    kinds = {(m.get("type"), m.get("name")) for m in got if "type" in m}
+    assert {("IMAGE", "Image"), ("STRING", "NeedleStatus"), ("TRANSFORM", "NeedleTipToProbe")} <= kinds, kinds
+
+
+def test_frames_without_an_image_calibration_are_refused_before_the_probe_is_touched(tmp_path):
+    video = tmp_path / "clip.avi"
+    import cv2
+
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(3):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    w.release()
+    res = CliRunner().invoke(main, ["record", "-t", "tcp-client:127.0.0.1:9", str(tmp_path / "r"),
+                                    "--frames", f"video:{video}"])
+    assert res.exit_code != 0
+    assert "calibrat" in res.output and not (tmp_path / "r").exists()
