@@ -191,13 +191,14 @@ class Reconnects:
 
 async def _drops(served: serve.ServedProbe, drops: int, progress: Progress) -> Reconnects:
     out = Reconnects()
-    parts: list[list[int]] = [[]]
+    parts: list[list[int]] = []  # per connection
     first_arrival: list[float] = []
 
     epoch = served.console.device_epoch()
 
     def on_samples(batch: list[Timed]) -> None:
-        if not parts[-1]:
+        if len(parts) < out.rx.connections:  # the first samples of a new connection
+            parts.append([])
             first_arrival.append(time.monotonic())
         parts[-1].extend(t.sample.seq for t in batch)
         if epoch is not None:
@@ -221,12 +222,11 @@ async def _drops(served: serve.ServedProbe, drops: int, progress: Progress) -> R
         session = StreamSession(link, out.rx, on_samples=on_samples, backoff=Backoff(0.1, 1.0))
         await session.connect()
         task = asyncio.create_task(session.run(stop))
-        await until(lambda: len(parts[0]) > 100, 10.0)
-        for _ in range(drops):
+        await until(lambda: parts and len(parts[0]) > 100, 10.0)
+        for n in range(2, drops + 2):
             await asyncio.sleep(rng.uniform(0.5, 2.0))
-            parts.append([])
             await asyncio.to_thread(served.radio.call, drop)
-            await until(lambda: len(parts[-1]) > 20, 10.0)
+            await until(lambda n=n: len(parts) == n and len(parts[-1]) > 20, 10.0)
             out.resume_s.append(first_arrival[-1] - await asyncio.to_thread(served.radio.call, began))
             progress.advance(task_id)
         stop.set()

@@ -85,11 +85,13 @@ def test_backoff_doubles_up_to_its_cap():
 
 
 async def _drop_and_resume(served_probe) -> dict[str, object]:
-    seqs: list[list[int]] = [[]]
+    seqs: list[list[int]] = []  # per connection
     first_arrival: list[float] = []
+    rx = Receiver()
 
     def on_samples(batch: list[Timed]) -> None:
-        if not seqs[-1]:
+        if len(seqs) < rx.connections:  # the first samples of a new connection
+            seqs.append([])
             first_arrival.append(time.monotonic())
         seqs[-1].extend(t.sample.seq for t in batch)
 
@@ -99,7 +101,6 @@ async def _drop_and_resume(served_probe) -> dict[str, object]:
                 await asyncio.sleep(0.01)
 
     radio = served_probe.radio
-    rx = Receiver()
     stop = asyncio.Event()
     resume: list[float] = []
     async with BumbleLink(served_probe.transport) as link:
@@ -107,11 +108,10 @@ async def _drop_and_resume(served_probe) -> dict[str, object]:
         session = StreamSession(link, rx, address=found[0].address, on_samples=on_samples,
                                 backoff=Backoff(0.1, 1.0))
         task = asyncio.create_task(session.run(stop))
-        await until(lambda: len(seqs[0]) > 200, 10.0)
-        for _ in range(2):
-            seqs.append([])
+        await until(lambda: seqs and len(seqs[0]) > 200, 10.0)
+        for n in range(2, 4):
             assert await asyncio.to_thread(radio.call, _drop) == 1
-            await until(lambda: len(seqs[-1]) > 100, 10.0)
+            await until(lambda n=n: len(seqs) == n and len(seqs[-1]) > 100, 10.0)
             began = await asyncio.to_thread(radio.call, _advertising_began)
             resume.append(first_arrival[-1] - began)
         stop.set()
