@@ -65,6 +65,9 @@ from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink, PacketParser
 
 logger = logging.getLogger(__name__)
+# Bumble's controller warns of every packet still in flight for a link that has just gone; here links are
+# dropped on purpose (a host leaving, a probe switched off, RadioBridge.drop_links), so that is expected.
+logging.getLogger("bumble.controller").setLevel(logging.ERROR)
 
 KIND_JSON = 0x4A
 KIND_NOTIFY = 0x4E
