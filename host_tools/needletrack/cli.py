@@ -168,8 +168,11 @@ def record_cmd(args: tuple[str, ...], transport: str, seconds: float | None, fra
     device, directory = (None, args[0]) if len(args) == 1 else args
     rx = _run_live(transport, device, seconds, Path(directory),
                    _fusion(frames_spec, probe_model, video_latency_s, nogo_mm, igtl_port))
+    import json
+
+    written = json.loads((Path(directory) / "session.json").read_text()).get("samples", rx.samples)
     gaps = f", {rx.missed} made while the link was down" if rx.connections > 1 else ""
-    console.print(f"recording: {directory} ({rx.samples} samples, {rx.lost} lost{gaps})")
+    console.print(f"recording: {directory} ({written} samples, {rx.lost} lost{gaps})")
 
 
 @main.group("sim")
