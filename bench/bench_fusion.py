@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,53 @@ def end_to_end(seconds: float, tmp: Path) -> demo.DemoResult:
     return demo.run(tmp / "e2e", str(path), seconds=seconds, dicom=None, console=console)
 
 
+def latency_end_to_end(seconds: float, injected_s: float, tmp: Path) -> tuple[object, float]:
+    """The probe streams the moving scenario over its radio; synthetic frames of the same instants are stamped
+    `injected_s` late, as a grabber would deliver them; the calibration estimates the lag from the two. Returns
+    the estimate and the link's own minimum latency (measured against the device's true clock), which the lag
+    found includes with the opposite sign."""
+    import asyncio
+
+    from needletrack.latency import calibrate_latency
+    from needletrack.link.bumble_link import BumbleLink
+    from needletrack.receiver import Receiver
+    from needletrack.sim import serve
+    from needletrack.stream_session import StreamSession
+
+    sc = scenario.parse(MOVING)
+    samples: list[tuple[float, float]] = []
+    link_bias: list[float] = []
+
+    with serve.served(sc, tmp / "latency-probe") as probe:
+        async def run() -> object:
+            stop = asyncio.Event()
+            async with BumbleLink(probe.transport) as link:
+                epoch = probe.console.device_epoch()
+                assert epoch is not None
+
+                def on_samples(batch: list[Timed]) -> None:
+                    for t in batch:
+                        if t.sample.depth_mm is not None:
+                            samples.append((t.host_s, t.sample.depth_mm))
+                        link_bias.append(t.host_s - (epoch + t.device_s))
+
+                session = StreamSession(link, Receiver(), on_samples=on_samples)
+                await session.connect()
+                task = asyncio.create_task(session.run(stop))
+                src = SyntheticSource(sc, fps=25.0, size=(640, 480))
+                first = int((time.monotonic() + 0.2 - epoch) * src.fps) + 1
+                frames = demo._synthetic_live(src, epoch, first, round(seconds * src.fps))
+                late = (replace(f, time_s=f.time_s + injected_s) for f in frames)
+                est = await asyncio.to_thread(calibrate_latency, late, samples, src.calibration,
+                                              sc.guide_angle_deg, console=console)
+                stop.set()
+                await task
+                return est
+
+        est = asyncio.run(run())
+    return est, float(np.median(link_bias[len(link_bias) // 4:]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="end-to-end streaming time")
@@ -138,6 +186,16 @@ def main() -> None:
                       f"({tip.unknown} without a needle); {e2e.receiver.samples} samples, {e2e.receiver.lost} lost; "
                       f"clock mapping {statistics.fmean(clock):+.2f} ms vs the device's true clock: "
                       + ("[green]met[/]" if tip.rms() <= 0.5 and max(tip.errors_mm) <= 1.5 else "[red]missed[/]"))
+
+        injected = 0.080
+        est, bias = latency_end_to_end(min(args.seconds, 12.0), injected, tmp)
+        lag = getattr(est, "lag_s", None)
+        console.print(f"Video latency calibration, {injected * 1e3:.0f} ms injected: {est.summary()}")  # type: ignore[attr-defined]
+        if lag is not None:
+            err = lag - injected
+            console.print(f"  error {err * 1e3:+.1f} ms (target within 5 ms); the link's own minimum latency "
+                          f"{bias * 1e3:+.1f} ms is part of it: "
+                          + ("[green]met[/]" if abs(err) <= 0.005 else "[red]missed[/]"))
 
 
 if __name__ == "__main__":

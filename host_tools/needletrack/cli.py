@@ -287,10 +287,12 @@ def demo(out: Path, scenario_name: str, seconds: float | None, no_dicom: bool) -
 
 
 def _register_groups() -> None:
+    from needletrack.calibrate_commands import calibrate_group
     from needletrack.device_control import command_command, config_command
     from needletrack.flashing_cli import device_group, flash_command
     from needletrack.image_commands import image_group
 
+    main.add_command(calibrate_group)
     device_group.add_command(config_command)
     device_group.add_command(command_command)
     main.add_command(image_group)

@@ -234,7 +234,10 @@ def test_openigtlink_image_messages_from_a_server():
             got.append(frame)
         np.testing.assert_array_equal(got[0].image, grey[0])
         np.testing.assert_array_equal(got[1].image, colour[0][:, :, ::-1])  # RGB components -> BGR
-        assert [f.time_s for f in got] == pytest.approx([s for _, s in sent], abs=1e-6)
+        # The sender's Unix times, on the monotonic clock the needle samples are stamped with.
+        unix_to_monotonic = time.time() - time.monotonic()
+        assert [f.time_s for f in got] == pytest.approx([s - unix_to_monotonic for _, s in sent], abs=0.01)
+        assert got[2].time_s - got[0].time_s == pytest.approx(sent[2][1] - sent[0][1], abs=1e-3)
         assert got[0].mm_per_px == pytest.approx((0.15, 0.2), rel=1e-6)
         assert [f.index for f in got] == [0, 1, 2]
         assert src.next_frame(3, timeout_s=0.1) is None

@@ -141,3 +141,13 @@ def test_frames_without_an_image_calibration_are_refused_before_the_probe_is_tou
                                     "--frames", f"video:{video}"])
     assert res.exit_code != 0
     assert "calibrat" in res.output and not (tmp_path / "r").exists()
+
+
+def test_calibrate_latency_refuses_frames_that_do_not_show_the_probes_needle(served_probe, tmp_path):
+    # Synthetic frames of another session than the probe's: the needle moves, but not as the probe's does. The
+    # calibration must say so, not print a lag.
+    png = tmp_path / "latency.png"
+    res = CliRunner().invoke(main, ["calibrate", "latency", "-t", served_probe.transport, "--frames",
+                                    "synthetic:dry_needling", "--seconds", "3", "--plot", str(png)])
+    assert res.exit_code == 1, res.output
+    assert "no latency:" in res.output and "video latency" not in res.output

@@ -2,8 +2,9 @@
 
 pyigtl keeps only the newest message per device name, so a reader slower than the stream skips frames rather
 than falling behind; ``index`` counts the frames delivered. The message timestamp is the sender's clock (PLUS
-sends its system time, Unix seconds): on the same host it is the host clock; ``timestamps="arrival"`` stamps
-frames with the host clock at reception instead, for senders on other machines or with no timestamps.
+sends its system time, Unix seconds): on the same host it is the host's wall clock, converted here to the
+monotonic clock the needle link stamps samples with; ``timestamps="arrival"`` stamps frames with the monotonic
+clock at reception instead, for senders on other machines or with no timestamps.
 
 Spacing: an IMAGE message carries one, but a sender with no calibration still sends some value (PLUS sends
 1 mm), so it is used only when asked (``use_message_spacing``); otherwise it comes from an image calibration.
@@ -51,7 +52,7 @@ class IgtlSource(FrameSource):
     def __init__(self, host: str = "127.0.0.1", port: int = 18944, *, device_name: str = "Image_Reference",
                  calibration: Calibration | None = None, use_message_spacing: bool = False,
                  timestamps: str = "message", timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if timestamps not in ("message", "arrival"):
             raise ValueError(f"timestamps must be 'message' or 'arrival', got {timestamps!r}")
         self.name = f"igtl:{host}:{port}/{device_name}"
@@ -85,7 +86,11 @@ class IgtlSource(FrameSource):
             mm: tuple[float, float] | None = message_spacing(msg)
         else:
             mm = spacing_from(self.calibration, size, self.name)
-        stamp = float(msg.timestamp) if self.timestamps == "message" and msg.timestamp else arrival
+        stamp = arrival
+        if self.timestamps == "message" and msg.timestamp:
+            # The sender's Unix time, on this host's monotonic clock (the offset read now: both clocks tick
+            # together, so it only moves when the wall clock is set).
+            stamp = float(msg.timestamp) - (time.time() - time.monotonic())
         return Frame(image, stamp, mm, None, self.name, index)
 
     def frames(self) -> Iterator[Frame]:

@@ -7,7 +7,7 @@ uncalibrated.
 Times: a file's frames are stamped with the container's presentation time (``CAP_PROP_POS_MSEC`` after the
 read) plus ``start_s``; a live device's with the host clock read right after the grab, minus ``latency_s``
 (the grabber's capture-to-delivery delay, measured separately). The clock must be the one the needle link
-stamps its arrivals with (``time.time`` for the links here).
+stamps its arrivals with (``time.monotonic`` for the links here).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class CaptureDeviceSource(FrameSource):
 
     def __init__(self, device: int | str, *, calibration: Calibration | None = None,
                  size: tuple[int, int] | None = None, fps: float | None = None, latency_s: float = 0.0,
-                 clock: Callable[[], float] = time.time, grey: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, grey: bool = False) -> None:
         self.name = f"capture:{device}"
         self._cap = cv2.VideoCapture(device)
         if not self._cap.isOpened():
