@@ -178,8 +178,8 @@ def test_stuck_imu_data_is_a_fault():
     assert any(f & packet.F_IMU_FAULT for f in got.flags[start:]), "stuck data not flagged"
 
 
-def test_a_twitch_sets_the_flag_on_one_sample():
-    loop, ring, src, _ = _rig(20.0)
+def _twitch_flagged_once(rate_hz):
+    loop, ring, src, _ = _rig(20.0, rate_hz=rate_hz)
     got = Collected()
     _run_for(loop, ring, got, 2.0)
     src.burst_at = vclock.now_us() + 200000
@@ -188,6 +188,10 @@ def test_a_twitch_sets_the_flag_on_one_sample():
     hits = [i for i in range(start, len(got.seq)) if got.flags[i] & packet.F_TWITCH]
     eq(len(hits), 1, "samples flagged TWITCH")
     assert time.ticks_diff(got.t[hits[0]], src.burst_at) < 60000, "twitch reported late"
+
+
+def test_a_twitch_sets_the_flag_on_one_sample():
+    _twitch_flagged_once(200)
 
 
 def test_time_stamps_cross_the_tick_wrap():
@@ -269,12 +273,4 @@ def test_steady_state_allocates_nothing_at_1000_hz():
 
 
 def test_a_twitch_sets_the_flag_on_one_sample_at_1000_hz():
-    loop, ring, src, _ = _rig(20.0, rate_hz=1000)
-    got = Collected()
-    _run_for(loop, ring, got, 2.0)
-    src.burst_at = vclock.now_us() + 200000
-    start = len(got.seq)
-    _run_for(loop, ring, got, 1.0)
-    hits = [i for i in range(start, len(got.seq)) if got.flags[i] & packet.F_TWITCH]
-    eq(len(hits), 1, "samples flagged TWITCH")
-    assert time.ticks_diff(got.t[hits[0]], src.burst_at) < 60000, "twitch reported late"
+    _twitch_flagged_once(1000)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.host.line_process import LineProcess
+
 pytest.importorskip("pyigtl")
 
 from needletrack.geometry import Calibration, px_to_mm, tip_px
@@ -44,52 +46,30 @@ GUIDE_DEG = 30.0
 CAL = Calibration("test", (64, 48), exit_px=(-5.0, 4.0), face_row=2.0, mm_per_px=(0.25, 0.25), lateral=1)
 
 
-class Client:
+class Client(LineProcess):
     """tests/host/igtl_client.py in its own process; its JSON lines collected as they come."""
 
     def __init__(self, port: int, seconds: float = 30.0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CLIENT), "127.0.0.1", str(port), str(seconds)],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "host_tools")}, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(json.loads(line))
-                self._cond.notify_all()
+        super().__init__([sys.executable, str(CLIENT), "127.0.0.1", str(port), str(seconds)],
+                         {**os.environ, "PYTHONPATH": str(ROOT / "host_tools")}, parse=json.loads, stdin=True)
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], since: int = 0,
                  timeout: float = WAIT_S) -> tuple[int, dict[str, Any]]:
         """The first line at or after index ``since`` that satisfies ``pred``, and its index."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for i in range(since, len(self.lines)):
-                    if pred(self.lines[i]):
-                        return i, self.lines[i]
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    tail = self.lines[-8:]
-                    raise AssertionError(f"client: no such message within {timeout} s; last lines: {tail}")
-                self._cond.wait(left)
+        def found(lines: list[dict[str, Any]]) -> tuple[int, dict[str, Any]] | None:
+            return next(((i, lines[i]) for i in range(since, len(lines)) if pred(lines[i])), None)
+
+        return tuple(self.wait_until(found, timeout, "client: no such message"))  # type: ignore[return-value]
 
     def connected(self) -> int:
         return self.wait_for(lambda d: d.get("event") == "connected")[0]
 
     def of(self, mtype: str, since: int = 0) -> list[dict[str, Any]]:
-        with self._cond:
-            return [d for d in self.lines[since:] if d.get("type") == mtype]
+        return [d for d in self.snapshot()[since:] if d.get("type") == mtype]
 
     @property
     def count(self) -> int:
-        with self._cond:
-            return len(self.lines)
+        return len(self.snapshot())
 
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None

@@ -29,6 +29,7 @@ import pytest
 from needletrack.link.bumble_link import BumbleLink, SecurityError
 from needletrack.protocol import Opcode, Status, decode_record, encode_command
 from needletrack.sim.radio import RadioBridgeThread, RadioConfig
+from tests.host.line_process import LineProcess
 from tests.mpy_harness import micropython_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,44 +41,20 @@ REASON_CONNECTION_TIMEOUT = 0x08
 REASON_REMOTE_USER_TERMINATED = 0x13
 
 
-class Peripheral:
+class Peripheral(LineProcess):
     """The MicroPython peripheral in its own process; its "# ..." lines collected as they come."""
 
     def __init__(self, port: int, duration_s: float = 0, pace: float = 1.0, *options: str):
-        self.proc = subprocess.Popen(
-            [*micropython_command(), str(MPY / "radio_peripheral.py"), str(port), str(duration_s), str(pace), *options],
-            env={**os.environ, "MICROPYPATH": MICROPYPATH}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
+        super().__init__([*micropython_command(), str(MPY / "radio_peripheral.py"), str(port), str(duration_s),
+                          str(pace), *options], {**os.environ, "MICROPYPATH": MICROPYPATH},
+                         stderr=subprocess.STDOUT)
 
     def wait_for(self, prefix: str, timeout: float, count: int = 1) -> list[str]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [line for line in self.lines if line.startswith(prefix)]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"peripheral never printed {prefix!r} x{count}: {self.lines[-20:]}")
-                self._cond.wait(min(left, 0.2))
+        def found(lines: list[str]) -> list[str] | None:
+            hits = [line for line in lines if line.startswith(prefix)]
+            return hits if len(hits) >= count else None
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._reader.join(5)
+        return list(self.wait_until(found, timeout, f"peripheral never printed {prefix!r} x{count}"))
 
     def __enter__(self) -> Peripheral:
         return self
