@@ -56,6 +56,7 @@ class BleLink:
         self.command = bytearray(32)
         self.command_len = 0
         self.out = bytearray(20 * _MAX_BATCH)
+        self.batt = bytearray(1)  # the Battery Level value, written in place: the loop allocates nothing
         mv = memoryview(self.out)
         self.views = [mv[:20 * n] for n in range(_MAX_BATCH + 1)]  # made once: no slicing per notification
         self.sent = 0
@@ -173,7 +174,8 @@ class BleLink:
     def _refresh_status(self):
         self.ble.gatts_write(self.h_status, self.dev.status_record())
         pct = self.dev.battery.pct
-        self.ble.gatts_write(self.h_batt, bytes((pct if pct <= 100 else 0,)))
+        self.batt[0] = pct if pct <= 100 else 0
+        self.ble.gatts_write(self.h_batt, self.batt)  # type: ignore[arg-type]  # any buffer; the stubs say bytes
 
     def service(self):
         if self.command_len:

@@ -73,6 +73,7 @@ class Device:
         cal, self.cal_status = store.load_calibration()
         self.depth = DepthEstimator()
         self.cal = cal
+        self.cal_id = store.calibration_id(cal) if self.cal_status == store.OK else 0
         self.depth.load(cal)
         self.depth.set_tare(self.cfg["tare_um"])
         # The chip's real output rate (e.g. 833.375 Hz, trimmed per part), not the 833 of its setting's name.
@@ -99,7 +100,7 @@ class Device:
 
     def banner(self):
         impl = sys.implementation
-        cal = "factory" if self.cal_status != store.OK else "%04x" % store.calibration_id(self.cal)
+        cal = "factory" if self.cal_status != store.OK else "%04x" % self.cal_id
         return "NeedleTrack %s board=%s micropython=%d.%d.%d imu=%s hall_a=%s hall_b=%s cal=%s config=%s" % (
             VERSION, self.board.NAME, impl.version[0], impl.version[1], impl.version[2], self.imu_status,
             self.hall_a_status, self.hall_b_status, cal, self.cfg_status)
@@ -134,10 +135,12 @@ class Device:
         self.depth.load(cal)
         self.cal = cal
         self.cal_status = store.OK
+        self.cal_id = store.calibration_id(cal)
         self.loop.extra_flags &= ~packet.F_UNCALIBRATED
 
     def calibration_id(self):
-        return store.calibration_id(self.cal) if self.cal_status == store.OK else 0
+        # Worked out once per calibration: the STATUS record asks for it every second, and the CRC allocates.
+        return self.cal_id if self.cal_status == store.OK else 0
 
     def config_record(self):
         c = self.cfg

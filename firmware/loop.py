@@ -84,6 +84,8 @@ class SamplingLoop:
         self.last_probe = time.ticks_us()
         self.last_out = time.ticks_us()
         self.last_data = self.last_out
+        self.t_imu = self.last_out  # the last IMU sample's time stamp (valid once t_valid)
+        self.t_valid = 0
         self.t_read = self.last_out  # when the last batch was read, and its size in pairs
         self.batch = 0
         self.same = 0
@@ -106,6 +108,7 @@ class SamplingLoop:
         self.period_us = (1000000000 + odr_mhz // 2) // odr_mhz
         self.hall_div = max(1, (odr_mhz + HALL_HZ * 500) // (HALL_HZ * 1000))
         self.k = 0
+        self.t_valid = 0  # the sample clock restarts from the next read at the new period
         # The decimator keeps its phase: the next output sample comes as far along its period as it would have.
         self.acc = self.acc * odr_mhz // old if old else 0
         self.twitch.set_odr(odr_mhz)
@@ -144,6 +147,9 @@ class SamplingLoop:
         it). Returns the number of output samples emitted."""
         if not self.imu_ok:
             return 0
+        # Read the clock before the FIFO: every pair the read will count was made before this instant, while a
+        # read of many pairs takes milliseconds on the bus (8 pairs: 2.4 ms at 400 kHz).
+        t_read = time.ticks_us()
         try:
             n = self.imu.read_pairs(self.raw, MAX_PAIRS)
             if self.imu.overrun:
@@ -151,7 +157,6 @@ class SamplingLoop:
         except OSError:
             self.imu_lost()
             return 0
-        t_read = time.ticks_us()
         self.t_read = t_read
         self.batch = n
         if n == 0:
@@ -162,11 +167,32 @@ class SamplingLoop:
         else:
             self.last_data = t_read
         emitted = 0
-        period = self.period_us
         for j in range(n):
-            t = time.ticks_add(t_read, -(n - 1 - j) * period)
-            emitted += self._imu_sample(j, t)
+            emitted += self._imu_sample(j, self._stamp(time.ticks_add(t_read, -(n - 1 - j) * self.period_us)))
         return emitted
+
+    def _stamp(self, t_read_based):
+        # The time of one IMU sample. Counting back from the read gives an upper bound (the sample was made
+        # before the read), late by however long the read waited; stamping with it as is lets a late batch's
+        # last sample come after the next, punctual batch's first. So stamps run on the IMU's own period and
+        # follow the read-based times: up slowly (1/64 per sample: reads come late), down at once (a sample
+        # already read cannot be later), but never back by more than half a period: time only moves on.
+        period = self.period_us
+        if not self.t_valid:  # the first sample, or the first after the IMU came back: after what was sent
+            self.t_valid = 1
+            if self.samples and time.ticks_diff(t_read_based, self.last_out) <= 0:
+                t_read_based = time.ticks_add(self.last_out, period >> 1)
+            self.t_imu = t_read_based
+            return t_read_based
+        predicted = time.ticks_add(self.t_imu, period)
+        late = time.ticks_diff(t_read_based, predicted)
+        if late >= 0:
+            t = time.ticks_add(predicted, late >> 6)
+        else:
+            floor = time.ticks_add(self.t_imu, period >> 1)
+            t = t_read_based if time.ticks_diff(t_read_based, floor) > 0 else floor
+        self.t_imu = t
+        return t
 
     def _imu_sample(self, j, t):
         r = self.raw
@@ -303,6 +329,7 @@ class SamplingLoop:
         # The IMU stopped answering (or its data is stuck): fault samples from now on, re-probed every REPROBE_US.
         self.imu_ok = 0
         self.same = 0
+        self.t_valid = 0
         self.last_probe = time.ticks_us()
 
     def _step_without_imu(self):
