@@ -290,9 +290,11 @@ def _register_groups() -> None:
     from needletrack.calibrate_commands import calibrate_group
     from needletrack.device_control import command_command, config_command
     from needletrack.flashing_cli import device_group, flash_command
+    from needletrack.hil_cli import hil_command
     from needletrack.image_commands import image_group
 
     main.add_command(calibrate_group)
+    main.add_command(hil_command)
     device_group.add_command(config_command)
     device_group.add_command(command_command)
     main.add_command(image_group)
