@@ -24,6 +24,8 @@ NO_DATA_US = const(50000)  # no IMU sample for this long: the IMU is down
 _STUCK_SAMPLES = const(64)  # identical accelerometer words in a row: a real sensor's noise never does this
 _DEPTH_INVALID = const(-0x20000000)  # depth.INVALID
 _HALL_POR = const(0x10)  # tmag5273.STATUS_POR
+_HALL_STUCK = const(16)  # new conversions in a row with the very same X and Z: stuck needle-sensor data
+_HALL_SILENT_US = const(100000)  # no new conversion for this long (it converts every few ms): lost
 
 
 def imu_odr_for(rate_hz):
@@ -71,6 +73,9 @@ class SamplingLoop:
         self.hx = [0, 0]
         self.hset = [-1, -1]
         self.hz = [0, 0]
+        self.hnew = [0, 0]  # a conversion read since the sensor was (re)configured: its hx/hz are its own
+        self.hsame = [0, 0]  # conversions in a row with the very same field: stuck data
+        self.hlast = [time.ticks_us(), time.ticks_us()]  # when each sensor last gave a new conversion
         self.htemp = 2500
         self.seq = 0
         self.acc = 0  # output decimator accumulator, mHz
@@ -231,12 +236,12 @@ class SamplingLoop:
 
     def _read_hall(self):
         fresh = 0
+        now = time.ticks_us()
         for i in range(2):
             h = self.hall[i] if i < len(self.hall) else None
             if h is None:
                 continue
             if not self.hall_ok[i]:
-                now = time.ticks_us()
                 if time.ticks_diff(now, self.last_probe) >= REPROBE_US:
                     self._reprobe_hall(i, now)
                 continue
@@ -244,38 +249,64 @@ class SamplingLoop:
                 st = h.read()
                 if st & _HALL_POR:
                     h.setup()  # it lost power and with it its configuration
+                    self.hnew[i] = 0
+                    self.hlast[i] = now
+                    fresh = 1
                     continue
                 sets = st >> 5  # SET_COUNT: a new conversion set, or the previous one again
             except OSError:
-                self.hall_ok[i] = 0
-                self.last_probe = time.ticks_us()
+                self._hall_lost(i, now)
                 fresh = 1
                 continue
             if sets != self.hset[i]:
                 self.hset[i] = sets
-                self.hx[i] = h.x
-                self.hz[i] = h.z
+                x = h.x
+                z = h.z
+                # A real sensor's noise never repeats the same field for this long: the data are stuck.
+                if self.hnew[i] and x == self.hx[i] and z == self.hz[i]:
+                    self.hsame[i] += 1
+                    if self.hsame[i] >= _HALL_STUCK:
+                        self._hall_lost(i, now)
+                        fresh = 1
+                        continue
+                else:
+                    self.hsame[i] = 0
+                self.hx[i] = x
+                self.hz[i] = z
+                self.hnew[i] = 1
+                self.hlast[i] = now
                 if i == 0:
                     self.htemp = h.temp_cdeg
                 fresh = 1
+            elif time.ticks_diff(now, self.hlast[i]) > _HALL_SILENT_US:
+                self._hall_lost(i, now)  # answering, but no new conversion: as good as gone
+                fresh = 1
         if not fresh:
             return
-        # An absent sensor reads as no field, which the depth estimator rejects for that sensor alone.
-        xa = self.hx[0] if self.hall_ok[0] else 0
-        za = self.hz[0] if self.hall_ok[0] else 0
-        xb = self.hx[1] if self.hall_ok[1] else 0
-        zb = self.hz[1] if self.hall_ok[1] else 0
-        d = self.depth.update(xa, za, xb, zb, self.htemp)
+        # A sensor that is absent, or has not converted since it came back, reads as no field: the depth
+        # estimator rejects it alone; the fault flag then keeps depth NA (docs/protocol.md).
+        ok_a = self.hall_ok[0] and self.hnew[0]
+        ok_b = self.hall_ok[1] and self.hnew[1]
+        d = self.depth.update(self.hx[0] if ok_a else 0, self.hz[0] if ok_a else 0,
+                              self.hx[1] if ok_b else 0, self.hz[1] if ok_b else 0, self.htemp)
         if d == _DEPTH_INVALID:
             self.passes.invalidate()
         elif self.passes.update(d):
             self.pending |= packet.F_PASS
+
+    def _hall_lost(self, i, now):
+        self.hall_ok[i] = 0
+        self.hnew[i] = 0
+        self.hsame[i] = 0
+        self.hset[i] = -1
+        self.last_probe = now
 
     def _reprobe_hall(self, i, now):
         self.last_probe = now
         try:
             self.hall[i].init()
             self.hall_ok[i] = 1
+            self.hlast[i] = now  # its first conversion is due within _HALL_SILENT_US
         except OSError:
             pass
 
@@ -308,8 +339,11 @@ class SamplingLoop:
         else:
             needle = pitch = roll = packet.NA
         d = self.depth.depth_um
-        if d == _DEPTH_INVALID:
-            f |= packet.F_DEPTH_INVALID
+        if d == _DEPTH_INVALID or f & packet.F_HALL_FAULT:
+            # With a needle sensor faulted the other one alone may still give a depth, but not one to show:
+            # depth is NA whenever HALL_FAULT is set (docs/protocol.md).
+            if d == _DEPTH_INVALID:
+                f |= packet.F_DEPTH_INVALID
             depth = tip = packet.NA
         else:
             tip_um = tip_depth_um(cfg.exit_z_um, d, cfg.sin_g_q14)

@@ -310,3 +310,43 @@ def test_late_batch_reads_never_make_time_run_backwards_nor_stamp_samples_late()
     # The same samples (same sequence numbers, same chip clock): stamps within a ms of the punctual run's.
     worst = max(abs(time.ticks_diff(busy.t[i], punctual.t[i])) for i in range(50, n))
     assert worst < 1000, worst
+
+
+def _depth_flags_after(loop, ring, got, seconds):
+    start = len(got.seq)
+    _run_for(loop, ring, got, seconds)
+    return got.depth[start:], got.flags[start:]
+
+
+def test_a_needle_sensor_with_stuck_data_is_a_fault_and_depth_is_na():
+    loop, ring, _, emus = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+
+    def frozen(t_us, out):  # the chip keeps converting, but its data no longer follow the magnet
+        out[0] = 1000000
+        out[1] = 0
+        out[2] = 2000000
+        out[3] = 25000
+
+    emus[1].source = frozen
+    depth, flags = _depth_flags_after(loop, ring, got, 1.0)
+    stuck = [i for i in range(len(flags)) if flags[i] & packet.F_HALL_FAULT]
+    assert stuck and stuck[0] < 50, "stuck needle-sensor data not flagged within 0.25 s"
+    for i in stuck:
+        eq(depth[i], packet.NA, "depth while a needle sensor is faulted")
+
+
+def test_after_i2c_errors_a_needle_sensor_gives_no_depth_until_it_converts_again():
+    loop, ring, _, emus = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+    vboard.bus(0).inject_error(0x35, count=-1)
+    _run_for(loop, ring, got, 0.3)
+    emus[1].source.move_to(23.0)  # the needle moves while the sensor is unreachable
+    vboard.bus(0).clear_errors(0x35)
+    depth, flags = _depth_flags_after(loop, ring, got, 1.5)
+    for i in range(len(depth)):
+        if depth[i] != packet.NA:
+            near(depth[i], 2300, 30, "a depth after the fault must be the needle's new one, not the one before")
+    assert depth[-1] != packet.NA and not flags[-1] & packet.F_HALL_FAULT, "the sensor never came back"
