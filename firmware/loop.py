@@ -39,6 +39,11 @@ def nominal_odr_mhz(odr_hz):
     return 6667000 // ((6667 + odr_hz // 2) // odr_hz)
 
 
+def _at_rail(v):
+    # An int16 result at full scale: the field is beyond the range (saturated), not merely repeating.
+    return v >= 32767 or v <= -32768
+
+
 class Config:
     # What the loop needs from the device configuration, in loop units.
     def __init__(self, guide_mdeg=30000, nogo_um=-1, margin_um=3000, rate_hz=200, exit_z_um=0, sin_g_q14=8192):
@@ -75,6 +80,7 @@ class SamplingLoop:
         self.hz = [0, 0]
         self.hnew = [0, 0]  # a conversion read since the sensor was (re)configured: its hx/hz are its own
         self.hsame = [0, 0]  # conversions in a row with the very same field: stuck data
+        self.hbad = [0, 0]  # failed, and no good conversion since
         self.hlast = [time.ticks_us(), time.ticks_us()]  # when each sensor last gave a new conversion
         self.htemp = 2500
         self.seq = 0
@@ -262,11 +268,16 @@ class SamplingLoop:
                 self.hset[i] = sets
                 x = h.x
                 z = h.z
-                # A real sensor's noise never repeats the same field for this long: the data are stuck.
-                if self.hnew[i] and x == self.hx[i] and z == self.hz[i]:
+                # A real sensor's noise never repeats the same field for this long: the data are stuck. A field at
+                # the rails repeats too, but that is saturation, which the depth estimator flags as such.
+                same = x == self.hx[i] and z == self.hz[i] and not _at_rail(x) and not _at_rail(z)
+                if same and (self.hnew[i] or self.hsame[i] >= _HALL_STUCK):
+                    # (after a stuck fault hsame stays at the limit: the same field again, once re-probed, is
+                    # still stuck, never a new reading)
                     self.hsame[i] += 1
                     if self.hsame[i] >= _HALL_STUCK:
                         self._hall_lost(i, now)
+                        self.hsame[i] = _HALL_STUCK
                         fresh = 1
                         continue
                 else:
@@ -274,6 +285,7 @@ class SamplingLoop:
                 self.hx[i] = x
                 self.hz[i] = z
                 self.hnew[i] = 1
+                self.hbad[i] = 0
                 self.hlast[i] = now
                 if i == 0:
                     self.htemp = h.temp_cdeg
@@ -296,6 +308,7 @@ class SamplingLoop:
 
     def _hall_lost(self, i, now):
         self.hall_ok[i] = 0
+        self.hbad[i] = 1
         self.hnew[i] = 0
         self.hsame[i] = 0
         self.hset[i] = -1
@@ -317,8 +330,10 @@ class SamplingLoop:
         self.pending = 0
         if not self.imu_ok:
             f |= packet.F_IMU_FAULT
-        if (self.hall[0] is not None and not self.hall_ok[0]) or (
-                len(self.hall) > 1 and self.hall[1] is not None and not self.hall_ok[1]):
+        # A sensor that failed stays at fault until it has given a good conversion again, not only until it
+        # answers a re-probe.
+        if (self.hall[0] is not None and (not self.hall_ok[0] or self.hbad[0])) or (
+                len(self.hall) > 1 and self.hall[1] is not None and (not self.hall_ok[1] or self.hbad[1])):
             f |= packet.F_HALL_FAULT
         if self.fresh == 0:
             f |= packet.F_STALE

@@ -350,3 +350,44 @@ def test_after_i2c_errors_a_needle_sensor_gives_no_depth_until_it_converts_again
         if depth[i] != packet.NA:
             near(depth[i], 2300, 30, "a depth after the fault must be the needle's new one, not the one before")
     assert depth[-1] != packet.NA and not flags[-1] & packet.F_HALL_FAULT, "the sensor never came back"
+
+
+def test_a_saturated_needle_sensor_is_invalid_depth_not_a_fault():
+    loop, ring, _, emus = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+    source = emus[1].source
+
+    def saturated(t_us, out):  # a magnet far too close: both axes beyond the range, at the rails
+        out[0] = 900000000
+        out[1] = 0
+        out[2] = -900000000
+        out[3] = 25000
+
+    emus[1].source = saturated
+    depth, flags = _depth_flags_after(loop, ring, got, 0.5)
+    for f in flags[5:]:
+        eq(f & packet.F_HALL_FAULT, 0, "saturation taken for a sensor fault")
+    emus[1].source = source
+    depth, flags = _depth_flags_after(loop, ring, got, 0.2)
+    eq(flags[-1] & (packet.F_HALL_FAULT | packet.F_DEPTH_INVALID), 0, "depth not back with the field")
+    near(depth[-1], 2000, 20)
+
+
+def test_a_stuck_needle_sensor_stays_faulted_across_its_re_probes():
+    loop, ring, _, emus = _rig(20.0)
+    got = Collected()
+    _run_for(loop, ring, got, 1.0)
+
+    def frozen(t_us, out):
+        out[0] = 1000000
+        out[1] = 0
+        out[2] = 2000000
+        out[3] = 25000
+
+    emus[1].source = frozen
+    depth, flags = _depth_flags_after(loop, ring, got, 2.0)  # four re-probes
+    first = next(i for i in range(len(flags)) if flags[i] & packet.F_HALL_FAULT)
+    for i in range(first, len(flags)):
+        assert flags[i] & packet.F_HALL_FAULT, "a stuck sensor's re-probe let its repeated field through"
+        eq(depth[i], packet.NA)
