@@ -199,6 +199,35 @@ def test_reset_restarts_the_probe_and_the_firmware_streams_in_real_time(probe):
     assert mpremote(con, "resume", "exec", "import machine; print(machine.reset_cause())").strip() == "2"
 
 
+def test_power_cycle_cuts_the_probe_mid_write_and_boots_it_as_after_power_on(probe):
+    con, flash = probe
+    line = Line(con.path)
+    try:
+        _friendly_prompt(line)
+        # A file written a line every 10 ms, for a second: the power goes a third of the way through.
+        line.send(b"import time; f = open('half.txt', 'w')\r")
+        line.expect(b">>> ")
+        line.send(b"for i in range(100): f.write('%03d\\n' % i); f.flush(); time.sleep_ms(10)\r\r")
+        line.expect(b"for i in range")
+        before_pid, before_epoch = con.pid, con.device_epoch()
+        t0 = time.monotonic()
+        boot = con.power_cycle(after_s=0.3, off_s=0.2)
+        assert time.monotonic() - t0 >= 0.5
+        shown = _sample_line(line)  # main.py runs and streams, as after power-on
+    finally:
+        line.close()
+    assert (boot.kind, boot.script, boot.cause) == ("power-on", "main", 1)
+    assert boot.pid != before_pid and not Path(f"/proc/{before_pid}").exists()
+    assert b"soft reboot" not in shown and b"NeedleTrack " in shown
+    written = (flash / "half.txt").read_text()
+    (flash / "half.txt").unlink()
+    assert 0 < len(written) < 400, written  # stopped where the power went, not closed and finished
+    assert written.splitlines()[:3] == ["000", "001", "002"]
+    epoch = con.device_epoch()
+    assert before_epoch is not None and epoch is not None and epoch > before_epoch + 0.4  # the clock restarted
+    assert mpremote(con, "resume", "exec", "import machine; print(machine.reset_cause())").strip() == "1"
+
+
 def test_stop_leaves_no_process_and_closes_the_terminal(tmp_path):
     con = Console(tmp_path, _session(tmp_path))
     path = con.start()

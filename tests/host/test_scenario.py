@@ -67,6 +67,18 @@ def test_roundtrip_through_json():
         (("imperfections",), {"no_such": 1}, "imperfections.no_such"),
         (("faults",), [{"kind": "melt", "sensor": "imu", "t_s": 1}], "faults[0].kind"),
         (("faults",), [{"kind": "unplug", "sensor": "gps", "t_s": 1}], "faults[0].sensor"),
+        (("faults",), [{"kind": "unplug", "sensor": "imu", "t_s": 1, "when": 2}], "faults[0].when"),
+        (("faults",), [{"kind": "stray_field", "sensor": "hall_a", "t_s": 1}], "faults[0].field_mt"),
+        (("faults",), [{"kind": "stray_field", "sensor": "hall_a", "t_s": 1, "field_mt": [1, 2]}],
+         "faults[0].field_mt"),
+        (("faults",), [{"kind": "stray_field", "sensor": "hall_a", "t_s": 1, "field_mt": [0, 0, 300]}],
+         "faults[0].field_mt"),
+        (("faults",), [{"kind": "stray_field", "sensor": "imu", "t_s": 1, "field_mt": [1, 0, 0]}],
+         "faults[0].sensor"),
+        (("faults",), [{"kind": "brownout", "sensor": "imu", "t_s": 1, "field_mt": [1, 0, 0]}],
+         "faults[0].field_mt"),
+        (("clock_start_s",), -1.0, "clock_start_s"),
+        (("clock_start_s",), 1073.741824, "clock_start_s"),
         (("bogus",), 1, "bogus"),
     ],
 )
@@ -78,6 +90,21 @@ def test_bad_field_is_named(path, value, named):
     target[path[-1]] = value
     with pytest.raises(ScenarioError, match=named.replace("[", r"\[").replace("]", r"\]")):
         scenario.parse(doc)
+
+
+def test_brownout_and_stray_field_faults_and_the_clock_start_roundtrip():
+    doc = dict(GOOD, clock_start_s=1070.5, faults=[
+        {"kind": "brownout", "sensor": "imu", "t_s": 2.0, "until_s": 2.0},
+        {"kind": "stray_field", "sensor": "hall_b", "t_s": 3.0, "until_s": 4.0, "field_mt": [3, 0, -2]},
+    ])
+    sc = scenario.parse(doc)
+    assert sc.clock_start_s == 1070.5
+    assert sc.faults[0] == scenario.Fault("brownout", "imu", 2.0, 2.0)  # zero length: a reset glitch
+    assert sc.faults[1].field_mt == (3.0, 0.0, -2.0)
+    again = scenario.parse(json.loads(json.dumps(sc.to_json())))
+    assert again.faults == sc.faults and again.clock_start_s == sc.clock_start_s
+    assert "field_mt" not in sc.to_json()["faults"][0]
+    assert "clock_start_s" not in scenario.parse(GOOD).to_json()
 
 
 def test_missing_required_field_is_named():

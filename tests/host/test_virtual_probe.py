@@ -84,6 +84,55 @@ def test_an_unplugged_needle_sensor_is_flagged_and_recovers(tmp_path):
     assert ("hall_fault", "1") in kinds and ("hall_fault", "0") in kinds
 
 
+def _run_kept(doc: dict, work) -> tuple[runner.RunSummary, list[Sample], np.ndarray]:
+    samples: list[Sample] = []
+    times: list[np.ndarray] = []
+
+    def keep(batch: list[Sample], device_s: np.ndarray) -> None:
+        samples.extend(batch)
+        times.append(device_s)
+
+    summary = runner.run(scenario.parse(doc), work, on_samples=keep)
+    return summary, samples, np.concatenate(times)
+
+
+def test_brownouts_reset_the_chips_and_a_stray_field_adds_to_the_hall_readings(tmp_path):
+    doc = dict(SHORT, duration_s=4.0, attitude=[[0, 0, 0, 0]], depth=[[0, 20.0], [4, 20.0]], faults=[
+        {"kind": "brownout", "sensor": "hall_a", "t_s": 0.5, "until_s": 0.5},  # a reset glitch
+        {"kind": "brownout", "sensor": "imu", "t_s": 1.0, "until_s": 1.2},  # a dip: silent, then reset
+        {"kind": "stray_field", "sensor": "hall_a", "t_s": 2.5, "until_s": 3.0, "field_mt": [8.0, 0.0, -8.0]},
+    ])
+    summary, samples, t = _run_kept(doc, tmp_path / "work")
+    faults = [line for line in summary.log if line.startswith("# fault")]
+    assert faults == ["# fault brownout hall_a pulse", "# fault brownout imu on", "# fault brownout imu off",
+                      "# fault stray_field hall_a on", "# fault stray_field hall_a off"]
+    imu_fault = np.array([Flag.IMU_FAULT in x.flags for x in samples])
+    depth = np.array([np.nan if x.depth_mm is None else x.depth_mm for x in samples])
+    # The IMU is silent through the dip, then found unconfigured and set up again at the next re-probe.
+    assert imu_fault[(t > 1.06) & (t < 1.2)].all()
+    assert not imu_fault[t > 1.8].any()
+    # After its glitch the needle sensor reports POR; reconfigured, it goes on converting: depth stays live.
+    assert np.nanmax(np.abs(depth[(t > 0.52) & (t < 1.0)] - 20.0)) < 0.3
+    # The stray field moves what sensor A measures, so the depth (or its validity) with it; then it is gone.
+    during = (t > 2.52) & (t < 3.0)
+    assert np.all(np.isnan(depth[during]) | (np.abs(depth[during] - 20.0) > 1.0))
+    assert np.nanmax(np.abs(depth[t > 3.05] - 20.0)) < 0.3
+
+
+def test_the_device_clock_starts_where_the_scenario_says_and_wraps(tmp_path):
+    start = (1 << 30) / 1e6 - 1.0
+    doc = dict(SHORT, duration_s=2.0, clock_start_s=start, attitude=[[0, 0, 0, 0]], depth=[[0, 10.0], [2, 30.0]])
+    summary, samples, t = _run_kept(doc, tmp_path / "work")
+    raw = np.array([x.device_time_us for x in samples])
+    assert raw[0] == pytest.approx(start * 1e6, abs=50_000)  # the first sample, once the firmware is up
+    assert np.sum(np.diff(raw) < 0) == 1  # the tick wrapped once, a second in
+    assert np.all(np.diff(t) > 0) and t[-1] - t[0] > 1.9
+    # The feeds and the truth follow scenario time, device time less the start.
+    depth = np.array([x.depth_mm for x in samples], dtype=float)
+    assert np.max(np.abs(depth - (10.0 + 10.0 * (t - start)))) < 0.3
+    assert summary.errors["depth_mm"] < 0.2
+
+
 def test_cli_runs_a_scenario_file_and_refuses_a_bad_one(tmp_path):
     import json
 

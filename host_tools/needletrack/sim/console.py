@@ -28,6 +28,9 @@ When the process ends, the console boots the next one:
 
 What the probe writes while no program has the terminal open is dropped, as a board's USB CDC drops it with no
 host listening; a program that opens the terminal sees the line from then on.
+
+``power_cycle()`` is the battery pulled and put back: the process is killed wherever it is (a file write half
+done stays half done; nothing is flushed or closed), and it boots again as after power-on, flash kept.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import itertools
 import json
 import os
 import select
+import signal
 import subprocess
 import termios
 import threading
@@ -201,6 +205,10 @@ class Console:
         self._tail = bytearray()  # the probe's last output, for error messages
         self._t_start = 0.0
         self._t_power = 0.0
+        self._cut_lock = threading.Lock()
+        self._cut_pid: int | None = None  # the boot a power cut killed, until the relay has seen it end
+        self._cut_off_s = 0.0
+        self._power_on_at: float | None = None  # when the power comes back after a cut
 
     # -- public ----------------------------------------------------------------------------------------
 
@@ -271,6 +279,45 @@ class Console:
 
     def output_tail(self, n: int = 4000) -> str:
         return bytes(self._tail[-n:]).decode(errors="replace")
+
+    def power_cycle(self, after_s: float = 0.0, off_s: float = 0.0, timeout_s: float = 30.0) -> Boot:
+        """Cut the power `after_s` seconds from now and restore it `off_s` later; returns the new boot once the
+        board is up (main.py starting).
+
+        As a battery pulled out: the probe's process is killed (SIGKILL) wherever it is, mid-write included;
+        what it had written to the flash directory stays as it was, what the host had sent and it had not read
+        is lost, and nothing more reaches the line. The next boot is a power-on: main.py runs, the device clock
+        starts again, ``machine.reset_cause()`` is PWRON_RESET, the flash keeps what it holds. The delay is
+        measured on this thread, so a caller can send something and cut the power at a chosen point after it.
+        """
+        if self._thread is None:
+            raise RuntimeError("console not started")
+        if after_s > 0:
+            time.sleep(after_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._cut_lock:
+                child = self._child
+                if self._cut_pid is None and self._power_on_at is None and child is not None:
+                    self._cut_pid = child.proc.pid
+                    self._cut_off_s = max(off_s, 0.0)
+                    n_boots = len(self.boots)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.proc.pid, signal.SIGKILL)
+                    break
+            # Between two boots (the relay is starting the next one): the power goes when there is a process.
+            if time.monotonic() > deadline or not self.alive:
+                raise ConsoleError(f"no probe process to cut the power of:\n{self.output_tail()}")
+            time.sleep(0.001)
+        while time.monotonic() < deadline:
+            if self.error is not None:
+                raise self.error
+            current = self._child
+            if len(self.boots) > n_boots and current is not None and current.boot is self.boots[-1] \
+                    and current.booted:
+                return current.boot
+            time.sleep(0.005)
+        raise ConsoleError(f"the virtual probe did not power on again in {timeout_s:g} s:\n{self.output_tail()}")
 
     # -- the probe's processes -------------------------------------------------------------------------
 
@@ -348,8 +395,16 @@ class Console:
         if rest:
             self._from_probe(child, rest)
         rc = self._end_child(child)
-        self._child = None
+        with self._cut_lock:
+            self._child = None
+            cut = self._cut_pid == child.proc.pid
+            if cut:
+                self._cut_pid = None
+                self._power_on_at = time.monotonic() + self._cut_off_s
         if self._stopping:
+            return
+        if cut:
+            self._to_child.clear()  # sent to a board without power: lost
             return
         if not child.booted:
             self.error = ConsoleError(f"the virtual probe failed to boot (exit code {rc}):\n"
@@ -380,6 +435,10 @@ class Console:
         probe_hup = select.poll()
         probe_hup.register(host, select.POLLIN)
         while not self._stopping:
+            if self._power_on_at is not None and time.monotonic() >= self._power_on_at:
+                with self._cut_lock:
+                    self._power_on_at = None
+                    self._spawn("power-on", "main", PWRON_RESET)
             # A pty master reports POLLHUP while no program has the terminal open.
             self._connected = not any(ev & select.POLLHUP for _, ev in probe_hup.poll(0))
             if not self._connected:
@@ -394,7 +453,10 @@ class Console:
                 poller.register(child.master, mask)
             if self._connected:
                 poller.register(host, select.POLLIN | (select.POLLOUT if self._to_host else 0))
-            for fd, ev in poller.poll(_TICK_S * 1000):
+            tick_s = _TICK_S
+            if self._power_on_at is not None:
+                tick_s = min(tick_s, max(self._power_on_at - time.monotonic(), 0.0))
+            for fd, ev in poller.poll(tick_s * 1000):
                 if fd == self._wake_r:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 64)

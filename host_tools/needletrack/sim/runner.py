@@ -29,7 +29,7 @@ from needletrack.protocol import Sample
 from needletrack.receiver import Receiver
 from needletrack.recording import RecordingWriter
 from needletrack.sim import feed
-from needletrack.sim.scenario import Scenario
+from needletrack.sim.scenario import Fault, Scenario
 
 HEAPSIZE = "512K"
 DEFAULT_RATE_HZ = 200
@@ -89,18 +89,28 @@ def session_file(sc: Scenario, fd: feed.Feed, work: Path, flash: Path, realtime:
         "config": device_config(sc, rate_hz),
         "imu_odr_mhz": round(fd.imu_odr_hz * 1000),  # the rate imu.bin was written at
         "calibration": {"jig_um": jig_um, "angles": angles},
-        "faults": [[round(f.t_s * 1e6), round(f.until_s * 1e6), f.kind, f.sensor] for f in sc.faults],
+        "faults": [_fault_entry(f) for f in sc.faults],
+        "clock_start_us": round(sc.clock_start_s * 1e6),
     }
     path = work / "session.json"
     path.write_text(json.dumps(session, indent=1))
     return path
 
 
+def _fault_entry(f: Fault) -> list[object]:
+    # [start us, end us, kind, sensor] in scenario time, then a stray field's [x, y, z] in nT
+    entry: list[object] = [round(f.t_s * 1e6), round(f.until_s * 1e6), f.kind, f.sensor]
+    if f.field_mt is not None:
+        entry.append([round(v * 1e6) for v in f.field_mt])
+    return entry
+
+
 def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None = None,
         rate_hz: int = DEFAULT_RATE_HZ, on_progress: Callable[[float], None] | None = None,
         on_samples: Callable[[list[Sample], np.ndarray], None] | None = None) -> RunSummary:
     """Run sc to its end. on_progress gets the device time reached (s); on_samples each decoded batch with its
-    unwrapped device times (s)."""
+    unwrapped device times (s). The device clock starts at sc.clock_start_s; truth is taken at scenario time,
+    device time less that start."""
     work = work.resolve()  # the virtual probe changes its directory to its own "/": give it absolute paths
     work.mkdir(parents=True, exist_ok=True)
     flash = work / "flash"
@@ -143,7 +153,7 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
                 summary.samples = rx.samples
                 summary.lost = rx.lost
                 summary.last_device_s = float(dev[-1])
-                tr = feed.truth(sc, fd.attitude_keyframes, dev)
+                tr = feed.truth(sc, fd.attitude_keyframes, dev - sc.clock_start_s)  # at scenario time
                 for i, t in enumerate(timed):
                     _accumulate(sq, counts, t.sample, tr, i)
                     if writer is not None:

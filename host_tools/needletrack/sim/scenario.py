@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 SENSORS = ("imu", "hall_a", "hall_b")
-FAULT_KINDS = ("unplug", "i2c_errors", "stuck", "saturate")
+FAULT_KINDS = ("unplug", "i2c_errors", "stuck", "saturate", "brownout", "stray_field")
+HALL_SENSORS = ("hall_a", "hall_b")
+TICK_PERIOD_S = (1 << 30) / 1e6  # the device tick wraps after this (docs/protocol.md, tick30)
 
 
 class ScenarioError(ValueError):
@@ -46,6 +48,13 @@ class Fault:
     sensor: str
     t_s: float
     until_s: float
+    field_mt: tuple[float, float, float] | None = None  # stray_field only: the extra field, in the chip's axes
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "sensor": self.sensor, "t_s": self.t_s, "until_s": self.until_s}
+        if self.field_mt is not None:
+            out["field_mt"] = list(self.field_mt)
+        return out
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     description: str = ""
     nogo_depth_mm: float | None = None
+    clock_start_s: float = 0.0  # the device clock at scenario start (power-on): near TICK_PERIOD_S to meet the wrap
 
     def attitude_at(self, t_s: np.ndarray | float) -> np.ndarray:
         """True (yaw, pitch, roll) in degrees at t_s, linear between keyframes; shape (..., 3)."""
@@ -86,10 +96,12 @@ class Scenario:
             "depth": self.depth.tolist(),
             "twitches": self.twitches.tolist(),
             "imperfections": {k: (list(v) if isinstance(v, tuple) else v) for k, v in imp.__dict__.items()},
-            "faults": [f.__dict__ for f in self.faults],
+            "faults": [f.to_json() for f in self.faults],
         }
         if self.nogo_depth_mm is not None:
             out["nogo_depth_mm"] = self.nogo_depth_mm
+        if self.clock_start_s:
+            out["clock_start_s"] = self.clock_start_s
         return out
 
 
@@ -161,9 +173,23 @@ def _faults(obj: Any, duration: float) -> tuple[Fault, ...]:
             raise ScenarioError(f"{where}.kind: {kind!r} is not one of {', '.join(FAULT_KINDS)}")
         if sensor not in SENSORS:
             raise ScenarioError(f"{where}.sensor: {sensor!r} is not one of {', '.join(SENSORS)}")
+        for key in f:
+            if key not in ("kind", "sensor", "t_s", "until_s", "field_mt"):
+                raise ScenarioError(f"{where}.{key}: unknown field")
         t = _number(f.get("t_s"), f"{where}.t_s", 0.0, duration)
         until = _number(f.get("until_s", duration), f"{where}.until_s", t, math.inf)
-        out.append(Fault(kind, sensor, t, until))
+        field_mt = None
+        if kind == "stray_field":
+            if sensor not in HALL_SENSORS:
+                raise ScenarioError(f"{where}.sensor: a stray field acts on {' or '.join(HALL_SENSORS)}, not {sensor}")
+            if "field_mt" not in f:
+                raise ScenarioError(f"{where}.field_mt: missing (the stray field [x, y, z] in mT)")
+            field_mt = _triple(f["field_mt"], f"{where}.field_mt")
+            if max(abs(v) for v in field_mt) > 200.0:
+                raise ScenarioError(f"{where}.field_mt: {list(field_mt)} is beyond +-200 mT")
+        elif "field_mt" in f:
+            raise ScenarioError(f"{where}.field_mt: only a stray_field fault has a field")
+        out.append(Fault(kind, sensor, t, until, field_mt))
     return tuple(out)
 
 
@@ -171,7 +197,7 @@ def parse(doc: Any, name: str = "scenario") -> Scenario:
     if not isinstance(doc, dict):
         raise ScenarioError("a scenario is a JSON object")
     known = {"name", "description", "duration_s", "seed", "guide_angle_deg", "needle_length_mm", "attitude",
-             "depth", "twitches", "imperfections", "faults", "nogo_depth_mm"}
+             "depth", "twitches", "imperfections", "faults", "nogo_depth_mm", "clock_start_s"}
     for key in doc:
         if key not in known:
             raise ScenarioError(f"{key}: unknown field")
@@ -202,7 +228,15 @@ def parse(doc: Any, name: str = "scenario") -> Scenario:
         imperfections=_imperfections(doc.get("imperfections")),
         faults=_faults(doc.get("faults"), duration),
         nogo_depth_mm=None if nogo is None else _number(nogo, "nogo_depth_mm", 1.0, 200.0),
+        clock_start_s=_clock_start(doc.get("clock_start_s", 0.0)),
     )
+
+
+def _clock_start(obj: Any) -> float:
+    v = _number(obj, "clock_start_s", 0.0, TICK_PERIOD_S)
+    if v >= TICK_PERIOD_S:
+        raise ScenarioError(f"clock_start_s: {v} is not below the tick period {TICK_PERIOD_S} s")
+    return v
 
 
 def library() -> list[str]:

@@ -18,7 +18,8 @@
 #
 # The field comes from `source(t_us, out)`: called once per conversion with the board time of the sample (int us)
 # and a preallocated list to fill with Bx, By, Bz in nanotesla and the die temperature in millidegrees C (ints).
-# Without a source the list `field` holds a constant field. With integer sources nothing is allocated.
+# Without a source the list `field` holds a constant field. With integer sources nothing is allocated. `stray`
+# (Bx, By, Bz nT) is added to every conversion: a magnet or steel near the chip; it outlasts power cycles.
 # The factory address is the variant's unless `addr` is given; power-on returns the chip to it, so attach the
 # emulator at its factory address (a moved address lasts until the next power-on, as on the chip).
 import math
@@ -93,6 +94,7 @@ class TMAG5273Emu(RegisterDevice):
         self.manufacturer_id = MANUFACTURER_ID
         self.source = source
         self.field = [0, 0, 0, 25_000]  # Bx, By, Bz nT; temperature mdegC
+        self.stray = [0, 0, 0]  # Bx, By, Bz nT from outside the scenario's magnet
         self.conversions = 0  # conversion sets completed since power-on
         super().__init__(self.factory_addr, _SPEC)
         self.power_on(0)
@@ -153,12 +155,13 @@ class TMAG5273Emu(RegisterDevice):
         if self.source is not None:
             self.source(self.t_us + (start + end) // 2, f)
         axes = _AXES[r[_SENSOR_CONFIG_1] >> 4]
+        st = self.stray
         if axes & 1:
-            self._result(_X_MSB, f[0], self.range_mt(True))
+            self._result(_X_MSB, f[0] + st[0], self.range_mt(True))
         if axes & 2:
-            self._result(_Y_MSB, f[1], self.range_mt(True))
+            self._result(_Y_MSB, f[1] + st[1], self.range_mt(True))
         if axes & 4:
-            self._result(_Z_MSB, f[2], self.range_mt(False))
+            self._result(_Z_MSB, f[2] + st[2], self.range_mt(False))
         if r[_T_CONFIG] & 1:
             t = _T_ADC_T0 + _div_round((f[3] - 25_000) * _T_ADC_RES_X10, 10_000)
             t = 0 if t < 0 else (65535 if t > 65535 else t)

@@ -5,10 +5,22 @@
 #
 # SESSION_JSON (written by needletrack.sim.runner) names the sensor data files and the IMU rate they were written
 # at ("imu_odr_mhz", the chip ODR the configured output rate needs), the device's flash directory, the session
-# length, the clock mode and the fault schedule. The flash directory holds the firmware exactly as flashed onto
-# a board; it is mounted at "/" and the firmware's main.py runs from it as on power-up.
+# length, the clock mode, the fault schedule and the device clock at power-on ("clock_start_us", 0 unless a
+# test wants the 30-bit tick to wrap soon). The flash directory holds the firmware exactly as flashed onto a
+# board; it is mounted at "/" and the firmware's main.py runs from it as on power-up.
+#
+# Faults ("faults": [start us, end us, kind, sensor(, stray field [x, y, z] nT)], scenario time):
+#   unplug       the chip leaves the bus; plugged back, it powers on unconfigured
+#   i2c_errors   every transaction to it fails with EIO
+#   stuck        its data stop changing (the source holds)
+#   saturate     the Hall field beyond every range of the chip
+#   brownout     its supply dips: it neither answers nor converts, then runs its power-on reset where it sits
+#                (TMAG5273: registers at defaults, POR flag set; LSM6DSOX: powered down, FIFO off); a dip of
+#                zero length is a reset that no bus transaction sees
+#   stray_field  a field added to what the Hall sensor measures (a magnet or steel near the probe)
 #
 # Run mode ends the session (SystemExit from the board clock) when the virtual time reaches its duration.
+# Scenario time is device time less clock_start_us.
 #
 # Console mode (needletrack.sim.console) is a device on a serial line: it never ends by itself, its clock is
 # real time, and the scenario repeats (sensor feeds and faults restart every duration_us of scenario time
@@ -17,8 +29,8 @@
 #   boot        "main": boot.py then main.py, as on power-up or a soft reboot from the friendly REPL;
 #               "raw": boot.py only, as after a soft reboot from the raw REPL
 #   cause       machine.reset_cause() for this boot
-#   uptime_us   the device clock at this boot: 0 after power-up or a hard reset, running on across soft
-#               reboots
+#   uptime_us   time since power-on at this boot: 0 after power-up or a hard reset, running on across soft
+#               reboots; the device clock reads clock_start_us + uptime_us
 #   world_us    scenario time at this boot (the world goes on while the device reboots)
 #   provision   write the scenario's configuration and calibration first (a factory-fresh flash)
 #   state       a host file where a hard reset (machine.reset(), the watchdog) leaves "reset <cause>"
@@ -44,22 +56,33 @@ MARK_REPL = "\x1b]vprobe;repl\x07"
 MARK_EXIT = "\x1b]vprobe;exit\x07"
 
 
+_OFF = 0
+_ON = 1
+_PULSE = 2  # a zero-length brownout: off and on again at one instant
+
+
 class Schedule:
     # Faults and the end of the session, fired from the board clock so they happen at exact virtual times.
-    # With loop, the schedule follows scenario time (device time + offset_us) modulo the duration instead,
-    # and never ends the session.
-    def __init__(self, session, devices, sources, loop=False, offset_us=0):
+    # Scenario time is device time less start_us. With loop, the schedule follows scenario time (device time +
+    # offset_us) modulo the duration instead, and never ends the session.
+    def __init__(self, session, devices, sources, loop=False, offset_us=0, start_us=0):
         self.end_us = session["duration_us"]
         self.devices = devices
         self.sources = sources
         self.loop = loop and self.end_us > 0
         self.offset_us = offset_us
+        self.start_us = start_us
         self.cycle = -1
         events = []
-        for t0, t1, kind, sensor in session.get("faults", []):
-            events.append((t0, 1, kind, sensor))
-            events.append((t1, 0, kind, sensor))
-        events.sort()
+        for fault in session.get("faults", []):
+            t0, t1, kind, sensor = fault[0], fault[1], fault[2], fault[3]
+            arg = fault[4] if len(fault) > 4 else None
+            if kind == "brownout" and t1 <= t0:
+                events.append((t0, _PULSE, kind, sensor, arg))
+                continue
+            events.append((t0, _ON, kind, sensor, arg))
+            events.append((t1, _OFF, kind, sensor, arg))
+        events.sort(key=lambda e: (e[0], e[1]))
         self.events = events
         self.i = 0
 
@@ -75,8 +98,8 @@ class Schedule:
                 self.i = 0
             self._fire_until(world - cycle * self.end_us)
             return now
-        self._fire_until(now)
-        if now >= self.end_us:
+        self._fire_until(now - self.start_us)
+        if now - self.start_us >= self.end_us:
             raise SystemExit(0)
         return now
 
@@ -85,13 +108,14 @@ class Schedule:
             self._apply(*self.events[self.i][1:])
             self.i += 1
 
-    def _apply(self, on, kind, sensor):
+    def _apply(self, on, kind, sensor, arg):
         addr = SENSORS[sensor]
         bus = vboard.bus(BUS)
-        if kind == "unplug":
-            if on:
+        if kind == "unplug" or kind == "brownout":
+            # Unpowered, the chip neither answers nor converts; powered again, it starts from its reset state.
+            if on != _OFF:
                 vboard.detach(BUS, addr)
-            else:
+            if on != _ON:
                 vboard.attach(BUS, self.devices[sensor], addr)
         elif kind == "i2c_errors":
             if on:
@@ -102,7 +126,21 @@ class Schedule:
             self.sources[sensor].hold = on
         elif kind == "saturate":
             self.sources[sensor].saturate = on
-        print("# fault %s %s %s" % (kind, sensor, "on" if on else "off"))
+        elif kind == "stray_field":
+            stray = self.devices[sensor].stray
+            for i in range(3):
+                stray[i] = arg[i] if on else 0
+        print("# fault %s %s %s" % (kind, sensor, ("off", "on", "pulse")[on]))
+
+
+class Shifted:
+    # A sensor feed seen at scenario time when the device clock started at start_us rather than 0.
+    def __init__(self, source, start_us):
+        self.source = source
+        self.start_us = start_us
+
+    def __call__(self, t_us, out):
+        self.source(t_us - self.start_us, out)
 
 
 class Looped:
@@ -131,6 +169,8 @@ def provision(session):
 
 def build_board(session, start_us=0, loop=False, offset_us=0):
     # The emulated chips on the board's bus, fed by the scenario; board time follows vclock from start_us.
+    # Run mode: scenario time is board time less start_us. Loop (console) mode: board time plus offset_us,
+    # modulo the duration.
     vboard.reset()
     vboard.board.now_us = start_us
     vclock.reset(start_us)
@@ -140,6 +180,8 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
     feeds = sources
     if loop and session["duration_us"] > 0:
         feeds = {name: Looped(src, session["duration_us"], offset_us) for name, src in sources.items()}
+    elif not loop and start_us:
+        feeds = {name: Shifted(src, start_us) for name, src in sources.items()}
     devices = {
         "imu": LSM6DSOXEmu(SENSORS["imu"], feeds["imu"], clock_ppm=session.get("imu_clock_ppm", 0)),
         "hall_a": TMAG5273Emu("A1", source=feeds["hall_a"]),
@@ -147,7 +189,7 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
     }
     for name, dev in devices.items():
         vboard.attach(BUS, dev, SENSORS[name])
-    schedule = Schedule(session, devices, sources, loop, offset_us)
+    schedule = Schedule(session, devices, sources, loop, offset_us, 0 if loop else start_us)
     vboard.board.clock = schedule.clock
     return schedule
 
@@ -173,7 +215,7 @@ def mount_flash(session):
 def main(path):
     with open(path) as f:
         session = json.load(f)
-    build_board(session)
+    build_board(session, session.get("clock_start_us", 0))
     mount_flash(session)
     provision(session)
     if session.get("realtime"):
@@ -212,7 +254,9 @@ def console(path, boot_path, repl_globals):
         note_reset()
         raise SystemExit(board.reset_cause)
 
-    build_board(session, boot["uptime_us"], True, boot["world_us"] - boot["uptime_us"])
+    # The device clock at power-on is clock_start_us (0 on a board), and runs on across soft reboots.
+    clock_us = session.get("clock_start_us", 0) + boot["uptime_us"]
+    build_board(session, clock_us, True, boot["world_us"] - clock_us)
     board.reset_cause = boot["cause"]
     board.on_reset = note_reset
     board.on_wdt = watchdog_bites
