@@ -1,0 +1,87 @@
+"""The ultrasound frames the viewer fuses: a live source and the calibration that places the needle on it.
+
+:func:`open_feed` opens a source as `needletrack stream --frames` does (needletrack.live_fusion): the probe
+model's stored calibration, or the DICOM's own regions, or the synthetic probe's exact one; a source with none
+is refused with a message before anything starts. A synthetic source plays its scenario over and over, as the
+virtual probe does, instead of ending after one pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from needletrack.frames.base import Frame, FrameSource
+from needletrack.frames.synthetic import SyntheticSource
+from needletrack.fusion import SampleHistory
+from needletrack.geometry import Calibration
+from needletrack.live_fusion import FusionOptions, open_fusion
+
+DEFAULT_FPS = 30.0  # the recorded video's rate where the source does not say
+
+
+@dataclass
+class FrameFeed:
+    """``frames()`` is read by one thread (fuse_live's reader); ``stop()`` ends it from any other, at once for a
+    synthetic source, after the frame under way for others; ``ended`` is set once the reader let go of it."""
+
+    source: FrameSource
+    calibration: Calibration
+    video_latency_s: float = 0.0
+    fps: float = DEFAULT_FPS
+    stopping: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def frames(self) -> Iterator[Frame]:
+        inner = looped(self.source, stop=self.stopping) if isinstance(self.source, SyntheticSource) \
+            else self.source.frames()
+        try:
+            for frame in inner:
+                if self.stopping.is_set():
+                    return
+                yield frame
+        finally:
+            self.ended.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.source.close()
+
+
+def looped(source: SyntheticSource, start_s: float | None = None,
+           stop: threading.Event | None = None) -> Iterator[Frame]:
+    """The synthetic scenario's frames, repeating, each delivered when the host clock reaches its time."""
+    start = time.monotonic() if start_s is None else start_s
+    stop = stop or threading.Event()
+    k = 0
+    while not stop.is_set():
+        due = start + k / source.fps
+        wait = due - time.monotonic()
+        if wait > 0:
+            if stop.wait(wait):
+                return
+        elif wait < -1.0 / source.fps:  # fell behind: a live source skips what it could not show
+            k = int((time.monotonic() - start) * source.fps)
+            continue
+        yield replace(source.frame(k % source.frame_count), time_s=due, index=k)
+        k += 1
+
+
+def open_feed(spec: str, *, probe_model: str | None = None, video_latency_s: float = 0.0,
+              store: Path | None = None) -> FrameFeed:
+    """Raises CalibrationError or FrameSourceError, with the reason, when the source cannot be used."""
+    opened = open_fusion(FusionOptions(spec, probe_model, store, video_latency_s), SampleHistory(capacity=1), None)
+    calibration = opened.fuser.calibration
+    assert calibration is not None  # open_fusion refuses a source it cannot calibrate
+    fps = float(getattr(opened.source, "fps", DEFAULT_FPS))  # synthetic and played-back files know theirs
+    return FrameFeed(opened.source, calibration, video_latency_s, fps)

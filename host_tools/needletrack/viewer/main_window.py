@@ -1,0 +1,256 @@
+"""The viewer's window: the fused image, the alert banner, the readouts, the charts, the probe and recording panels.
+
+::
+
+    ┌─────────────────────────── alert banner (always there; idle: a grey status line) ───────────────────────┐
+    ├──────────────────────────────────────────────────────────────┬──────────────────────────────────────────┤
+    │                                                              │ NEEDLE ANGLE                     30.0 °  │
+    │          fused ultrasound image (aspect kept,                │ DEPTH                            22.4 mm │
+    │          framed in the alert colour)                         │ TIP DEPTH                        11.2 mm │
+    │                                                              │ TO NO-GO                          5.8 mm │
+    ├──────────────────────────────┬───────────────────────────────┤ PROBE: scan, connect, pair, battery ...  │
+    │ depth, last 20 s             │ angle, last 20 s              │ RECORDING: start/stop, elapsed, disk     │
+    └──────────────────────────────┴───────────────────────────────┴──────────────────────────────────────────┘
+
+A timer takes the engine's snapshot every 16 ms and every widget is set from that snapshot alone; the window never
+calls into the link. Only what changed is redrawn: the image when a new frame has been fused (so at the source's
+rate, 30 frames/s for a scanner's video), the banner when its alerts do, the readouts and the charts ten times a
+second (the readouts at once when the signal is lost). Polling at twice the frame rate is what lets every frame
+through: at 30 Hz, a frame fused a little early or late shares a tick with its neighbour and one of the two is
+never shown (25 of 30 frames/s were, in bench/bench_viewer.py). The window decides nothing about alerts beyond
+asking ``alerts.active_alerts`` and ``cues``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QGuiApplication
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QVBoxLayout, QWidget
+
+from needletrack.viewer import actions, refcount_guard
+from needletrack.viewer import theme as th
+from needletrack.viewer.alert_banner import AlertBanner
+from needletrack.viewer.alerts import Alert, Priority, active_alerts
+from needletrack.viewer.charts import StripCharts
+from needletrack.viewer.connection_panel import ConnectionPanel
+from needletrack.viewer.cues import CueSchedule
+from needletrack.viewer.image_view import ImageView
+from needletrack.viewer.readouts import ReadoutsPanel
+from needletrack.viewer.record_panel import RecordPanel
+from needletrack.viewer.snapshot import Level, Phase, Snapshot, ViewerEngine
+from needletrack.viewer.sound import AlertSound
+
+logger = logging.getLogger(__name__)
+
+REFRESH_MS = 16
+CHART_EVERY = 6  # readouts and charts every sixth refresh: 10 times a second (a 20 s strip moves 3 px a step)
+FLASH_HZ = 2.0  # a high-priority alert's frame around the image flashes at this rate
+
+
+def no_signal_detail(snap: Snapshot) -> str:
+    link = snap.link
+    if link.phase is Phase.RECONNECTING:
+        return f"link lost, reconnecting (attempt {link.reconnect_attempt}): needle hidden"
+    if snap.stale:
+        age = link.age_s
+        return "no needle data: needle hidden" if age is None else f"no needle data for {age:.1f} s: needle hidden"
+    o = snap.outage
+    if o is not None and o.end_s is not None:
+        what = "link dropped" if o.cause == "link" else "needle data stopped"
+        return f"{what} for {o.end_s - o.start_s:.2f} s; back now"
+    return ""
+
+
+def idle_text(snap: Snapshot) -> str:
+    link = snap.link
+    image = "" if snap.frame_source is not None else "   (no ultrasound source: readouts only)"
+    if link.phase is Phase.IDLE:
+        return "Not connected.  C: connect,  S: scan for probes" + image
+    if link.phase in (Phase.SCANNING, Phase.CONNECTING):
+        return link.phase.value.capitalize() + "…" + image
+    if link.phase is Phase.STREAMING:
+        return f"Streaming from {link.name or link.address or 'the probe'}: no alerts" + image
+    return link.phase.value + image
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, engine: ViewerEngine, *, theme: th.Theme | None = None, sound: AlertSound | None = None,
+                 refresh_ms: int = REFRESH_MS, start_timer: bool = True) -> None:
+        refcount_guard.protect()  # before the thousands of Qt calls a window makes
+        super().__init__()
+        self.engine = engine
+        if theme is None:
+            screen = QGuiApplication.primaryScreen()
+            theme = th.Theme.for_height(screen.availableGeometry().height() if screen is not None else 1080)
+        self.theme = theme
+        self.sound = sound or AlertSound(self)
+        self.cues = CueSchedule()
+        self.alerts: list[Alert] = []
+        self.last_snapshot: Snapshot | None = None
+        self._refreshes = 0
+        self._shown_lost: bool | None = None
+        self._last_message: tuple[float, str] | None = None
+        self.setWindowTitle("NeedleTrack")
+        # The application's font, not the window's: widgets styled by a style sheet do not inherit a parent's.
+        QApplication.setFont(theme.font(theme.panel_px))
+        self.setStyleSheet(theme.stylesheet())
+        self.actions_by_key = actions.build(self, {
+            "scan": self.scan, "connect": self.connect_or_disconnect, "pair": self.pair,
+            "record": self.toggle_recording, "fullscreen": self.toggle_fullscreen,
+            "leave_fullscreen": self.leave_fullscreen, "mute": self.apply_mute, "help": self.show_help,
+            "quit": self.close,
+        })
+        a = self.actions_by_key
+        self.banner = AlertBanner(theme)
+        self.image = ImageView(theme)
+        self.charts = StripCharts(theme)
+        self.readouts = ReadoutsPanel(theme)
+        self.connection = ConnectionPanel(theme, a["scan"], a["connect"], a["pair"])
+        self.record = RecordPanel(theme, a["record"])
+        self.help_dialog = actions.ShortcutsDialog(theme, self)
+        self._layout(theme)
+        self.timer = QTimer(self)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(refresh_ms)
+        self.timer.timeout.connect(self.refresh)
+        if start_timer:
+            self.timer.start()
+
+    def _layout(self, theme: th.Theme) -> None:
+        central = QWidget()
+        central.setObjectName("central")
+        left = QVBoxLayout()
+        left.setSpacing(theme.px(8))
+        left.addWidget(self.image, 1)
+        self.charts.setFixedHeight(theme.px(230))
+        left.addWidget(self.charts)
+        right = QVBoxLayout()
+        right.setSpacing(theme.px(8))
+        right.addWidget(self.readouts)
+        right.addWidget(self.connection)
+        right.addWidget(self.record)
+        right.addStretch(1)
+        side = QWidget()
+        side.setLayout(right)
+        side.setFixedWidth(theme.px(560))
+        body = QHBoxLayout()
+        body.setSpacing(theme.px(8))
+        body.addLayout(left, 1)
+        body.addWidget(side)
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(theme.px(8), theme.px(8), theme.px(8), theme.px(4))
+        outer.setSpacing(theme.px(8))
+        outer.addWidget(self.banner)
+        outer.addLayout(body, 1)
+        self.setCentralWidget(central)
+
+    # -- refresh
+    def refresh(self) -> None:
+        try:
+            snap = self.engine.snapshot()
+        except Exception as e:  # the engine's own failures are messages; this is a bug, but never a crash
+            logger.exception("snapshot failed")
+            self.statusBar().showMessage(f"internal error: {e}")
+            return
+        self.show_snapshot(snap)
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        self.last_snapshot = snap
+        self._refreshes += 1
+        self.image.set_frame(snap.image, snap.frame_index, snap.frame_time_s)
+        slow_tick = (self._refreshes - 1) % CHART_EVERY == 0
+        # Numbers that change 60 times a second cannot be read; ten is readable and still follows the needle.
+        # A lost signal shows at once, though.
+        if slow_tick or snap.signal_lost != self._shown_lost:
+            self._shown_lost = snap.signal_lost
+            self.readouts.show_state(snap.state, snap.signal_lost, snap.nogo_depth_mm)
+        if slow_tick:
+            self.charts.show_data(snap.charts, snap.t, snap.chart_window_s, snap.nogo_depth_mm)
+        self.connection.show_link(snap.link, snap.found)
+        self.record.show_recording(snap.recording, snap.free_disk_bytes)
+        alerts = active_alerts(snap.state, snap.signal_lost, snap.flags, snap.link.battery_pct,
+                               watching=snap.watching, no_signal_detail=no_signal_detail(snap))
+        self.alerts = alerts
+        self.banner.show_alerts(alerts, self.sound.muted, idle_text(snap))
+        self.image.set_border(self._border(alerts, snap.t))
+        due = self.cues.due(alerts, snap.t)
+        if due is not None:
+            self.sound.play(due)
+        self._show_message(snap)
+        title = "NeedleTrack"
+        if snap.link.address:
+            title += f" – {snap.link.name or snap.link.address}"
+        if snap.recording is not None:
+            title += " – REC"
+        if self.windowTitle() != title:
+            self.setWindowTitle(title)
+
+    @staticmethod
+    def _border(alerts: list[Alert], t: float) -> str | None:
+        if not alerts:
+            return None
+        top = alerts[0]
+        if top.priority is Priority.HIGH and (t * FLASH_HZ) % 1.0 >= 0.7:
+            return None  # the off part of the flash
+        return top.background
+
+    def _show_message(self, snap: Snapshot) -> None:
+        if not snap.messages:
+            return
+        m = snap.messages[-1]
+        if self._last_message == (m.t, m.text):
+            return
+        self._last_message = (m.t, m.text)
+        prefix = "Error: " if m.level is Level.ERROR else ""
+        self.statusBar().setStyleSheet(f"color: {th.RED_TEXT if m.level is Level.ERROR else th.TEXT_DIM};")
+        self.statusBar().showMessage(prefix + m.text, 15000)
+
+    # -- actions
+    def _phase(self) -> Phase:
+        return Phase.IDLE if self.last_snapshot is None else self.last_snapshot.link.phase
+
+    def scan(self) -> None:
+        self.engine.scan()
+
+    def connect_or_disconnect(self) -> None:
+        if self._phase() in (Phase.STREAMING, Phase.RECONNECTING, Phase.CONNECTING):
+            self.engine.disconnect()
+        else:
+            self.engine.connect(self.connection.selected_address())
+
+    def pair(self) -> None:
+        self.engine.pair()
+
+    def toggle_recording(self) -> None:
+        self.engine.toggle_recording()
+
+    def toggle_fullscreen(self) -> None:
+        if self.isFullScreen():
+            self.showNormal()
+        else:
+            self.showFullScreen()
+        self.actions_by_key["fullscreen"].setChecked(self.isFullScreen())
+
+    def leave_fullscreen(self) -> None:
+        if self.isFullScreen():
+            self.toggle_fullscreen()
+
+    def apply_mute(self) -> None:
+        """The mute action's state is the sound's: the banner keeps every alert either way."""
+        self.sound.muted = self.actions_by_key["mute"].isChecked()
+        self.banner.show_alerts(self.alerts, self.sound.muted, self.banner.idle.text())
+
+    def set_muted(self, muted: bool) -> None:
+        self.actions_by_key["mute"].setChecked(muted)
+        self.apply_mute()
+
+    def show_help(self) -> None:
+        self.help_dialog.show()
+        self.help_dialog.raise_()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.timer.stop()
+        self.sound.close()
+        super().closeEvent(event)
