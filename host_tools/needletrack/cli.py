@@ -292,9 +292,11 @@ def _register_groups() -> None:
     from needletrack.flashing_cli import device_group, flash_command
     from needletrack.hil_cli import hil_command
     from needletrack.image_commands import image_group
+    from needletrack.viewer.cli import view_command
 
     main.add_command(calibrate_group)
     main.add_command(hil_command)
+    main.add_command(view_command)
     device_group.add_command(config_command)
     device_group.add_command(command_command)
     main.add_command(image_group)

