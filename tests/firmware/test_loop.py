@@ -318,18 +318,20 @@ def _depth_flags_after(loop, ring, got, seconds):
     return got.depth[start:], got.flags[start:]
 
 
+def _frozen_hall(t_us, out):
+    # The chip keeps converting, but its data no longer follow the magnet.
+    out[0] = 1000000
+    out[1] = 0
+    out[2] = 2000000
+    out[3] = 25000
+
+
 def test_a_needle_sensor_with_stuck_data_is_a_fault_and_depth_is_na():
     loop, ring, _, emus = _rig(20.0)
     got = Collected()
     _run_for(loop, ring, got, 1.0)
 
-    def frozen(t_us, out):  # the chip keeps converting, but its data no longer follow the magnet
-        out[0] = 1000000
-        out[1] = 0
-        out[2] = 2000000
-        out[3] = 25000
-
-    emus[1].source = frozen
+    emus[1].source = _frozen_hall
     depth, flags = _depth_flags_after(loop, ring, got, 1.0)
     stuck = [i for i in range(len(flags)) if flags[i] & packet.F_HALL_FAULT]
     assert stuck and stuck[0] < 50, "stuck needle-sensor data not flagged within 0.25 s"
@@ -379,13 +381,7 @@ def test_a_stuck_needle_sensor_stays_faulted_across_its_re_probes():
     got = Collected()
     _run_for(loop, ring, got, 1.0)
 
-    def frozen(t_us, out):
-        out[0] = 1000000
-        out[1] = 0
-        out[2] = 2000000
-        out[3] = 25000
-
-    emus[1].source = frozen
+    emus[1].source = _frozen_hall
     depth, flags = _depth_flags_after(loop, ring, got, 2.0)  # four re-probes
     first = next(i for i in range(len(flags)) if flags[i] & packet.F_HALL_FAULT)
     for i in range(first, len(flags)):
