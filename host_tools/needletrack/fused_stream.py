@@ -63,6 +63,7 @@ class Fuser:
         self.video_latency_s = video_latency_s
         self.style = style
         self.clock = clock
+        self.hidden: str | None = None  # why the needle must not be drawn now (overlay.draw's hidden)
 
     def capture_s(self, frame: Frame) -> float:
         return frame.time_s - self.video_latency_s
@@ -71,7 +72,7 @@ class Fuser:
         return self.history.state_at(self.capture_s(frame), self.nogo)
 
     def draw(self, frame: Frame, state: NeedleState | None) -> FusedFrame:
-        image = overlay.draw(frame.image, self.calibration, state, self.style)
+        image = overlay.draw(frame.image, self.calibration, state, self.style, self.hidden)
         return FusedFrame(frame, self.capture_s(frame), state, image, self.clock())
 
     def fuse(self, frame: Frame) -> FusedFrame:

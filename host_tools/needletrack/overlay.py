@@ -326,8 +326,10 @@ def _draw_twitch(img: np.ndarray, age_s: float, s: Scale, style: Style) -> None:
 
 
 def draw(image: np.ndarray, cal: Calibration | None, state: NeedleState | None,
-         style: Style = Style()) -> np.ndarray:
-    """The frame with the overlay, as a new BGR image of the same size."""
+         style: Style = Style(), hidden: str | None = None) -> np.ndarray:
+    """The frame with the overlay, as a new BGR image of the same size. ``hidden``: a reason the needle must not
+    be drawn although it is measured (the probe set up for another procedure): shown as a red banner instead
+    of the needle and its readouts; the no-go depth stays."""
     # cvtColor, not np.repeat: a fifth of the time on a 1080p frame, and this copy is most of the overlay's cost.
     img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, :3].copy()
     if cal is not None and (img.shape[1], img.shape[0]) != cal.image_size:
@@ -340,15 +342,19 @@ def draw(image: np.ndarray, cal: Calibration | None, state: NeedleState | None,
     if cal is not None and state is not None and state.nogo_depth_mm is not None:
         nogo_rows = _draw_nogo(img, cal, state, level, s, style)
     drawable = (cal is not None and state is not None and not stale and state.depth_mm is not None
-                and state.guide_angle_deg is not None)
+                and state.guide_angle_deg is not None and hidden is None)
     if drawable:
         assert cal is not None and state is not None
         _draw_needle(img, cal, state, level, s, style)
-    _draw_readouts(img, cal, state, stale, level, s, style)
-    if not stale and state is not None and state.twitch_age_s is not None \
-            and 0.0 <= state.twitch_age_s < style.twitch_flash_s:
-        _draw_twitch(img, state.twitch_age_s, s, style)
-    _draw_banners(img, banners(state, cal, style), s, style)
+    if hidden is None:
+        _draw_readouts(img, cal, state, stale, level, s, style)
+        if not stale and state is not None and state.twitch_age_s is not None \
+                and 0.0 <= state.twitch_age_s < style.twitch_flash_s:
+            _draw_twitch(img, state.twitch_age_s, s, style)
+    shown = banners(state, cal, style)
+    if hidden is not None and not stale:
+        shown.insert(0, Banner(hidden, style.red))
+    _draw_banners(img, shown, s, style)
     if stale:
         _draw_no_signal(img, state, s, style, nogo_rows)
     return img

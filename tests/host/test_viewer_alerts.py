@@ -14,13 +14,14 @@ import pytest
 
 from needletrack.link.base import LinkError
 from needletrack.needle_state import NO_FLAGS, NeedleState
-from needletrack.protocol import Flag, Opcode, ResultCode, Sample
+from needletrack.protocol import Config, Flag, Opcode, ResultCode, Sample
 from needletrack.receiver import Timed
 from needletrack.viewer.alerts import AlertKind, Priority, active_alerts
 from needletrack.viewer.chart_buffer import ChartBuffer
 from needletrack.viewer.commands import CommandChannel
 from needletrack.viewer.cues import CUES, SAMPLE_RATE, CueSchedule, wav_bytes
 from needletrack.viewer.link_quality import LinkQuality
+from needletrack.viewer.procedure import Procedure, SetupState, check_config, check_sample_detent
 from needletrack.viewer.signal_watch import SignalWatch
 
 NOGO = 17.0
@@ -258,3 +259,24 @@ def test_stale_needle_state_from_the_device_flag_alone_is_handled_by_the_caller(
     # The device's STALE flag makes the engine call the signal lost; alerts trust the caller's judgement.
     s = replace(state(14.5), flags=Flag.STALE)
     assert kinds(active_alerts(s, True, Flag.STALE, None)) == [AlertKind.NO_SIGNAL]
+
+
+def test_setup_read_back_different_from_the_procedure_is_a_mismatch_in_words():
+    wanted = Procedure(30.0, 50.0)
+    same = Config(30.0, 50.0, None, 5.0, 200, 0, 0, 0.0)
+    assert check_config(wanted, same).state is SetupState.CONFIRMED
+    other = check_config(wanted, Config(45.0, 60.0, None, 5.0, 200, 0, 0, 0.0))
+    assert other.state is SetupState.MISMATCH and other.hides_needle
+    assert "guide detent is 45°" in other.problem and "needle length is 60 mm" in other.problem
+    assert check_config(None, same).state is SetupState.NOT_SET  # nothing chosen yet: nothing to compare
+
+
+def test_a_confirmed_setup_turns_into_a_mismatch_when_samples_come_with_another_detent():
+    confirmed = check_config(Procedure(30.0, 50.0), Config(30.0, 50.0, None, 5.0, 200, 0, 0, 0.0))
+    assert check_sample_detent(confirmed, 30.0) is confirmed
+    moved = check_sample_detent(confirmed, 20.0)
+    assert moved.state is SetupState.MISMATCH and "20°" in moved.problem
+    alerts = active_alerts(None, True, Flag(0), None, setup=moved)  # a configuration fact: shown while lost too
+    assert [a.kind for a in alerts] == [AlertKind.NO_SIGNAL, AlertKind.SETUP_MISMATCH]
+    assert alerts[1].priority is Priority.HIGH
+    assert [a.kind for a in active_alerts(None, True, Flag(0), None, watching=False, setup=moved)] == []

@@ -19,6 +19,7 @@ from needletrack.viewer import theme as th
 from needletrack.viewer.engine import LiveEngine
 from needletrack.viewer.frame_feed import open_feed
 from needletrack.viewer.main_window import MainWindow
+from needletrack.viewer.procedure import SetupState
 from needletrack.viewer.snapshot import Phase
 from tests.host.viewer_support import TRAJECTORY_BGR, colour_pixels, grabbed, pump_until
 
@@ -50,6 +51,10 @@ def streaming_live(live, qtbot):
         qtbot.keyClick(window, Qt.Key.Key_C)
         qtbot.waitUntil(lambda: window.last_snapshot.link.phase is Phase.STREAMING
                         and window.last_snapshot.state is not None, timeout=10000)
+    if window.last_snapshot.setup.state is not SetupState.CONFIRMED:
+        # The procedure the virtual probe is set up for, confirmed as a clinician would before starting.
+        qtbot.waitUntil(lambda: engine.setup.device is not None, timeout=5000)
+        engine.confirm_procedure(engine.setup.device).result(10)
     return engine, window
 
 

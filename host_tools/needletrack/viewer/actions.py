@@ -29,14 +29,20 @@ ACTIONS = (
     ActionSpec("scan", "Scan for probes", ("S",), "Probe"),
     ActionSpec("connect", "Connect / disconnect", ("C",), "Probe"),
     ActionSpec("pair", "Pair (bond and encrypt the link)", ("P",), "Probe"),
+    ActionSpec("setup", "Set up the procedure (guide, needle, image, no-go)", ("U",), "Procedure"),
+    ActionSpec("nogo_pick", "Set the no-go depth: click it on the image", ("N",), "Procedure"),
+    ActionSpec("image_cal", "Calibrate the image (two needle tips)", ("I",), "Calibrate"),
+    ActionSpec("latency_cal", "Measure the video latency", ("L",), "Calibrate"),
+    ActionSpec("depth_cal", "Calibrate the needle depth on a jig", ("D",), "Calibrate"),
     ActionSpec("record", "Start / stop recording", ("R",), "Recording"),
+    ActionSpec("review", "Open a recording for review", ("Ctrl+O",), "File"),
     ActionSpec("fullscreen", "Full screen", ("F11", "F"), "View", checkable=True),
-    ActionSpec("leave_fullscreen", "Leave full screen", ("Esc",), "View"),
+    ActionSpec("leave_fullscreen", "Cancel a pick on the image, or leave full screen", ("Esc",), "View"),
     ActionSpec("mute", "Mute alert sound (alerts stay on screen)", ("M",), "View", checkable=True),
     ActionSpec("help", "Keyboard shortcuts", ("F1", "?"), "Help"),
     ActionSpec("quit", "Quit", ("Ctrl+Q",), "File"),
 )
-MENUS = ("File", "Probe", "Recording", "View", "Help")
+MENUS = ("File", "Probe", "Procedure", "Calibrate", "Recording", "View", "Help")
 
 
 def build(window: QMainWindow, handlers: dict[str, Callable[[], object]]) -> dict[str, QAction]:

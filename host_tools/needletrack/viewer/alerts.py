@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from needletrack import overlay
 from needletrack.needle_state import NeedleState
 from needletrack.protocol import Flag
+from needletrack.viewer.procedure import SetupInfo, SetupState
 
 LOW_BATTERY_PCT = 15  # the firmware's own threshold (firmware/battery.py), for a status read before the flag
 
@@ -28,6 +29,7 @@ class Priority(enum.IntEnum):
 
 class AlertKind(enum.Enum):
     NO_SIGNAL = "no signal"
+    SETUP_MISMATCH = "setup mismatch"
     NOGO_REACHED = "no-go reached"
     IMU_FAULT = "imu fault"
     HALL_FAULT = "needle sensor fault"
@@ -35,6 +37,7 @@ class AlertKind(enum.Enum):
     UNCALIBRATED = "depth uncalibrated"
     DEPTH_INVALID = "depth invalid"
     LOW_BATTERY = "low battery"
+    SETUP_UNCONFIRMED = "setup not confirmed"
 
 
 # (background, text) as #rrggbb: white on red and black on amber, both well past a 4.5:1 contrast ratio.
@@ -69,14 +72,23 @@ def _nogo(state: NeedleState, flags: Flag) -> overlay.NogoLevel:
 
 
 def active_alerts(state: NeedleState | None, stale: bool, flags: Flag, battery_pct: int | None, *,
-                  watching: bool = True, no_signal_detail: str = "") -> list[Alert]:
+                  watching: bool = True, no_signal_detail: str = "", setup: SetupInfo | None = None) -> list[Alert]:
     """The alerts to show now, most urgent first.
 
     ``state``: the newest needle state (None before any sample); ``stale``: the signal is lost (stale data, link
     down, or an outage too recent to have been seen); ``flags``: the device's newest flags; ``battery_pct``: the
     device's last reported charge (None: unknown); ``watching``: a probe is connected or being reconnected (before
-    the first connection and after a deliberate disconnect, silence is not an alarm)."""
+    the first connection and after a deliberate disconnect, silence is not an alarm); ``setup``: the procedure's
+    setup against the probe's (None: not checked). A setup mismatch is about the probe's configuration, not the
+    needle data, so it shows whether the signal is lost or not."""
     out: list[Alert] = []
+    if setup is not None and watching:
+        if setup.state is SetupState.MISMATCH:
+            out.append(Alert(AlertKind.SETUP_MISMATCH, Priority.HIGH, "SETUP MISMATCH: NEEDLE HIDDEN",
+                             f"{setup.problem}: confirm the setup again (U)"))
+        elif setup.state is SetupState.NOT_SET and setup.device is not None:
+            out.append(Alert(AlertKind.SETUP_UNCONFIRMED, Priority.MEDIUM, "SETUP NOT CONFIRMED",
+                             f"the probe uses {setup.device.describe()}: confirm the procedure's (U)"))
     if stale and watching:
         out.append(Alert(AlertKind.NO_SIGNAL, Priority.HIGH, "NO SIGNAL",
                          no_signal_detail or "needle position unknown: the needle is hidden"))

@@ -27,20 +27,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from needletrack.fused_stream import NO_NOGO, FusedFrame, Fuser, fuse_live
 from needletrack.fusion import NoGo, SampleHistory
+from needletrack.geometry import Calibration
+from needletrack.latency import LatencyEstimate
 from needletrack.link import Found, Link, LinkError, open_link
 from needletrack.needle_state import NeedleState
-from needletrack.protocol import Config, Flag, Opcode, ProtocolError, Result, ResultCode, Status, decode_record
+from needletrack.protocol import NA, Config, Flag, Opcode, ProtocolError, Result, ResultCode, Status, decode_record
 from needletrack.receiver import Receiver, Timed
 from needletrack.stream_session import Backoff, State, StreamSession
 from needletrack.viewer.chart_buffer import ChartBuffer
 from needletrack.viewer.commands import CommandChannel
 from needletrack.viewer.frame_feed import FrameFeed
+from needletrack.viewer.latency_capture import CaptureSink, LatencyCapture
 from needletrack.viewer.link_quality import LinkQuality
+from needletrack.viewer.procedure import Procedure, SetupInfo, SetupState, check_config, check_sample_detent
 from needletrack.viewer.recorder import Recorder, RecorderSink, default_record_root, free_bytes, new_directory
 from needletrack.viewer.signal_watch import SignalWatch
 from needletrack.viewer.snapshot import Level, LinkInfo, Message, Phase, Snapshot
@@ -53,6 +58,14 @@ CONNECT_TIMEOUT_S = 10.0
 SETTLE_S = 1.0  # a new connection with no samples yet is not an alarm until this long has passed
 DISK_EVERY_S = 2.0
 DEFAULT_BACKOFF = Backoff()
+CONFIG_TIMEOUT_S = 3.0
+NOGO_RANGE_MM = (1.0, 200.0)  # what SET_NOGO takes (docs/protocol.md)
+MARGIN_RANGE_MM = (0.0, 20.0)
+SETUP_HIDDEN = "NEEDLE HIDDEN: SETUP MISMATCH"
+
+
+class SetupError(RuntimeError):
+    """The probe refused or did not take a setting; nothing was changed on the host."""
 
 
 class LiveEngine:
@@ -74,6 +87,11 @@ class LiveEngine:
         self.history = SampleHistory()
         self.fuser = None if feed is None else Fuser(self.history, feed.calibration, nogo=nogo,
                                                      video_latency_s=feed.video_latency_s)
+        self.setup = SetupInfo()
+        self.source_calibration = None if feed is None else feed.calibration  # the source's own, if any
+        self._capture_sink = CaptureSink()
+        self._config_waiters: list[asyncio.Future[Config]] = []
+        self._pairing = asyncio.Lock()
         self._lock = threading.Lock()  # guards what on_samples / on_frame change and snapshot() reads
         self.rx = Receiver()
         self.session: StreamSession | None = None
@@ -106,7 +124,6 @@ class LiveEngine:
         self._session_task: asyncio.Task[None] | None = None
         self._frames_stop: asyncio.Event | None = None
         self._frames_task: asyncio.Task[None] | None = None
-        self._discard_task: asyncio.Task[None] | None = None
 
     # -- lifetime (GUI thread)
     def start(self) -> LiveEngine:
@@ -162,8 +179,9 @@ class LiveEngine:
     def pair(self) -> Future[bool]:
         return self._submit(self._pair(), "pair")
 
-    def command(self, opcode: Opcode, *args: int) -> Future[Result]:
-        return self._submit(self._command(opcode, *args), opcode.name)
+    def command(self, opcode: Opcode, *args: int, quiet: bool = False) -> Future[Result]:
+        """One control command; ``quiet``: no message for its answer (for polling, as a wizard's live readout)."""
+        return self._submit(self._command(opcode, *args, quiet=quiet), opcode.name)
 
     def start_recording(self, directory: Path | None = None) -> Future[Path]:
         return self._submit(self._start_recording(directory), "record")
@@ -173,6 +191,35 @@ class LiveEngine:
 
     def toggle_recording(self) -> Future[Any]:
         return self._submit(self._toggle_recording(), "record")
+
+    def confirm_procedure(self, procedure: Procedure) -> Future[SetupInfo]:
+        """Send the guide detent and needle length, read the probe's configuration back and compare."""
+        return self._submit(self._confirm_procedure(procedure), "setup")
+
+    def set_nogo(self, depth_mm: float | None, margin_mm: float | None = None) -> Future[NoGo]:
+        """The no-go tip depth (None: clear) and its margin (None: keep), on the probe and in the viewer."""
+        return self._submit(self._set_nogo(depth_mm, margin_mm), "no-go depth")
+
+    def set_image_calibration(self, calibration: Calibration | None) -> None:
+        """Place the needle with another image calibration from the next frame on (None: draw no needle)."""
+        if self.feed is not None and calibration is not None:
+            self.feed.calibration = calibration
+        if self.fuser is not None:
+            self.fuser.calibration = calibration
+        what = "none" if calibration is None else f"{calibration.probe_model} ({calibration.method})"
+        self._message(Level.INFO, f"image calibration: {what}")
+
+    def measure_latency(self, seconds: float = 20.0) -> Future[LatencyEstimate]:
+        """Read the needle echo from the frames for ``seconds`` while the needle moves; the lag that matches
+        them to the samples. Not applied: ``set_video_latency`` does that."""
+        return self._submit(self._measure_latency(seconds), "latency")
+
+    def set_video_latency(self, seconds: float) -> None:
+        if self.feed is not None:
+            self.feed.video_latency_s = seconds
+        if self.fuser is not None:
+            self.fuser.video_latency_s = seconds
+        self._message(Level.INFO, f"video latency: {seconds * 1000:.1f} ms")
 
     # -- the snapshot (any thread)
     def snapshot(self) -> Snapshot:
@@ -220,6 +267,13 @@ class LiveEngine:
             frame_source=None if self.feed is None else self.feed.name,
             frames_per_s=fps,
             nogo_depth_mm=self.nogo.depth_mm,
+            nogo_margin_mm=self.nogo.margin_mm,
+            setup=self.setup,
+            calibration=None if self.fuser is None else self.fuser.calibration,
+            frame_state=None if frame is None else frame.state,
+            video_latency_s=0.0 if self.fuser is None else self.fuser.video_latency_s,
+            raw_image=None if frame is None else frame.frame.image,
+            latency_capture=None if self._capture_sink.capture is None else self._capture_sink.capture.progress(),
             recording=None if recorder is None else recorder.info(now),
             free_disk_bytes=self._disk[1],
             record_root=self.record_root,
@@ -336,7 +390,6 @@ class LiveEngine:
             self._message(Level.ERROR, f"stream stopped: {e}")
         finally:
             self._commands.detach()
-            self._stop_discarding()
             with self._lock:
                 if self.session is session:
                     self.session = None
@@ -347,8 +400,6 @@ class LiveEngine:
         reconnection = self._connected_at is not None
         self._connected_at = time.monotonic()
         self.paired = False
-        self._stop_discarding()
-        self._discard_task = asyncio.get_running_loop().create_task(self._discard_queued(link))
         try:
             await self._commands.attach(link)
         except LinkError as e:
@@ -362,34 +413,51 @@ class LiveEngine:
             last = self.rx.last
             if self.recorder is not None:
                 self.recorder.add_event(last.device_s if last else 0.0, "link", "reconnected")
-        if self._want_paired:
-            # Not awaited: encryption takes a round trip or two, and samples are flowing already.
-            asyncio.get_running_loop().create_task(self._quietly(self._pair(), "pair"))
+        # Not awaited: encryption takes a round trip or two, and samples are flowing already. The control
+        # characteristic takes encrypted writes only, so reading the configuration pairs (with the stored bond).
+        asyncio.get_running_loop().create_task(self._quietly(self._sync_config(), "reading the probe's setup"))
 
-    @staticmethod
-    async def _discard_queued(link: Link) -> None:
-        # BumbleLink queues every notification for its notifications() iterator even when a callback takes them
-        # (as StreamSession's does): unread, that queue grows by 3 MB a minute at 1000 samples/s. Read and drop.
-        async for _ in link.notifications():
-            pass
-
-    def _stop_discarding(self) -> None:
-        if self._discard_task is not None:
-            self._discard_task.cancel()
-            self._discard_task = None
+    async def _sync_config(self) -> None:
+        """Every (re)connection: the probe's configuration against the setup, and the viewer's no-go on it."""
+        config = await self._read_config()
+        if self.nogo.depth_mm is None:
+            if config.nogo_depth_mm is not None:  # set on the probe earlier: the viewer shows and warns it too
+                self._apply_nogo(NoGo(config.nogo_depth_mm, config.nogo_margin_mm))
+        elif not _same_nogo(self.nogo, config):
+            await self._set_nogo(self.nogo.depth_mm, self.nogo.margin_mm)
 
     def _on_status(self, status: Status) -> None:
         self.status = status
 
     def _on_config(self, config: Config) -> None:
         self.config = config
+        self._set_setup(check_config(self.setup.wanted, config))
+        waiters, self._config_waiters = self._config_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(config)
+
+    def _set_setup(self, info: SetupInfo) -> None:
+        before = self.setup
+        self.setup = info
+        if self.fuser is not None:
+            self.fuser.hidden = SETUP_HIDDEN if info.hides_needle else None
+        if info.state is SetupState.MISMATCH and (before.state, before.problem) != (info.state, info.problem):
+            self._message(Level.ERROR, f"setup mismatch: {info.problem}")
 
     def _on_samples(self, batch: list[Timed]) -> None:
         now = time.monotonic()
         self.history.add(batch)
         if self.recorder is not None:
             self.recorder.add_samples(batch)
+        capture = self._capture_sink.capture
+        if capture is not None:
+            capture.add_samples(batch)
         rx = self.rx
+        if self.setup.state is SetupState.CONFIRMED:
+            checked = check_sample_detent(self.setup, batch[-1].sample.guide_angle_deg)
+            if checked is not self.setup:
+                self._set_setup(checked)
         with self._lock:
             if self._signal.arrived(now):
                 self._chart.gap()
@@ -407,7 +475,6 @@ class LiveEngine:
             return
         stop.set()
         await task
-        self._stop_discarding()
         if self.link is not None:
             await self.link.disconnect()
         self._message(Level.INFO, "disconnected")
@@ -416,20 +483,118 @@ class LiveEngine:
         link, session = self.link, self.session
         if link is None or session is None or not link.is_connected:
             raise LinkError("connect to a probe before pairing")
+        async with self._pairing:  # one at a time: encrypting a link twice at once confuses both ends
+            if self.paired:
+                return False
+            return await self._pair_now(link)
+
+    async def _pair_now(self, link: Link) -> bool:
         bonded = await link.pair()
         self.paired = True
         self._want_paired = True
         self._message(Level.INFO, "paired: new bond made" if bonded else "link encrypted with the stored bond")
         return bonded
 
-    async def _command(self, opcode: Opcode, *args: int) -> Result:
+    async def _command(self, opcode: Opcode, *args: int, quiet: bool = False) -> Result:
         if not self.paired:
             await self._pair()
         assert self.link is not None
         result = await self._commands.send(self.link, opcode, *args)
-        ok = result.code == ResultCode.OK
-        self._message(Level.INFO if ok else Level.ERROR, f"{opcode.name}: {result.code.name}")
+        if not quiet:
+            ok = result.code == ResultCode.OK
+            self._message(Level.INFO if ok else Level.ERROR, f"{opcode.name}: {result.code.name}")
         return result
+
+    async def _read_config(self) -> Config:
+        waiter: asyncio.Future[Config] = asyncio.get_running_loop().create_future()
+        self._config_waiters.append(waiter)
+        try:
+            result = await self._command(Opcode.READ_CONFIG, quiet=True)
+            if result.code != ResultCode.OK:
+                raise SetupError(f"the probe did not send its configuration: {result.code.name}")
+            return await asyncio.wait_for(waiter, CONFIG_TIMEOUT_S)
+        except TimeoutError:
+            raise SetupError(f"no configuration from the probe within {CONFIG_TIMEOUT_S:g} s") from None
+        finally:
+            if waiter in self._config_waiters:
+                self._config_waiters.remove(waiter)
+
+    def _require_link(self, what: str) -> None:
+        if self.session is None or self.link is None or not self.link.is_connected:
+            raise SetupError(f"connect to a probe before {what}")
+
+    async def _send_setting(self, opcode: Opcode, *args: int) -> None:
+        result = await self._command(opcode, *args)
+        if result.code != ResultCode.OK:
+            raise SetupError(f"the probe refused {opcode.name}: {result.code.name}")
+
+    async def _confirm_procedure(self, procedure: Procedure) -> SetupInfo:
+        self._require_link("confirming the setup")
+        device = self.setup.device
+        self._set_setup(SetupInfo(SetupState.CONFIRMING, procedure, device))
+        try:
+            await self._send_setting(Opcode.SET_GUIDE_ANGLE, round(procedure.guide_angle_deg * 100))
+            await self._send_setting(Opcode.SET_NEEDLE_LENGTH, round(procedure.needle_length_mm * 10))
+            await self._read_config()  # _on_config compares it with the procedure
+        except Exception as e:
+            self._set_setup(SetupInfo(SetupState.MISMATCH, procedure, device, f"the probe did not take the setup: {e}"))
+            raise
+        if self.setup.state is SetupState.CONFIRMED:
+            self._message(Level.INFO, f"setup confirmed by the probe: {procedure.describe()}")
+        return self.setup
+
+    async def _set_nogo(self, depth_mm: float | None, margin_mm: float | None) -> NoGo:
+        margin = self.nogo.margin_mm if margin_mm is None else margin_mm
+        if depth_mm is not None and not NOGO_RANGE_MM[0] <= depth_mm <= NOGO_RANGE_MM[1]:
+            raise SetupError(f"a no-go depth of {depth_mm:.1f} mm is outside {NOGO_RANGE_MM[0]:g} .. "
+                             f"{NOGO_RANGE_MM[1]:g} mm below the transducer face")
+        if not MARGIN_RANGE_MM[0] <= margin <= MARGIN_RANGE_MM[1]:
+            raise SetupError(f"a warning margin of {margin:.1f} mm is outside {MARGIN_RANGE_MM[0]:g} .. "
+                             f"{MARGIN_RANGE_MM[1]:g} mm")
+        nogo = NoGo(depth_mm, margin)
+        if self.session is not None and self.link is not None and self.link.is_connected:
+            await self._send_setting(Opcode.SET_NOGO, NA if depth_mm is None else round(depth_mm * 100),
+                                     round(margin * 100))
+            config = await self._read_config()
+            if not _same_nogo(nogo, config):
+                raise SetupError(f"the probe read back a no-go depth of {config.nogo_depth_mm} mm, "
+                                 f"not {depth_mm} mm")
+        self._apply_nogo(nogo)
+        self._message(Level.INFO, "no-go depth cleared" if depth_mm is None
+                      else f"no-go depth {depth_mm:.1f} mm (warning {margin:.1f} mm before)")
+        return nogo
+
+    async def _measure_latency(self, seconds: float) -> LatencyEstimate:
+        if self.fuser is None:
+            raise SetupError("no frame source: the latency measured is a video source's")
+        if self.fuser.calibration is None:
+            raise SetupError("calibrate the image first: the echo is read along the calibrated needle line")
+        self._require_link("measuring the latency")
+        if self._capture_sink.capture is not None:
+            raise SetupError("a latency measurement is under way")
+        capture = LatencyCapture(self.fuser.calibration, seconds)
+        self._capture_sink.capture = capture
+        deadline = time.monotonic() + seconds + 5.0
+        try:
+            while not capture.done.is_set():
+                if time.monotonic() > deadline:
+                    raise SetupError(f"the frame source gave {capture.progress().frames} frames in "
+                                     f"{seconds + 5.0:g} s")
+                await asyncio.sleep(0.1)
+        finally:
+            self._capture_sink.capture = None
+        estimate = await asyncio.to_thread(capture.estimate)
+        self._message(Level.INFO if estimate.ok else Level.ERROR, estimate.summary())
+        return estimate
+
+    def _apply_nogo(self, nogo: NoGo) -> None:
+        self.nogo = nogo
+        if self.fuser is not None:
+            self.fuser.nogo = nogo
+        if self.recorder is not None:
+            last = self.rx.last
+            self.recorder.add_event(last.device_s if last else 0.0, "nogo",
+                                    "cleared" if nogo.depth_mm is None else f"{nogo.depth_mm:.2f} mm")
 
     # -- frames
     async def _start_frames(self) -> None:
@@ -439,7 +604,8 @@ class LiveEngine:
 
     async def _run_frames(self, feed: FrameFeed, fuser: Fuser, stop: asyncio.Event) -> None:
         try:
-            n = await fuse_live(feed.frames(), fuser, [self._sink], stop, on_frame=self._on_frame)
+            n = await fuse_live(feed.frames(), fuser, [self._sink, self._capture_sink], stop,
+                                on_frame=self._on_frame)
         except Exception as e:
             self._message(Level.ERROR, f"frames from {feed.name} stopped: {e}")
             return
@@ -463,7 +629,10 @@ class LiveEngine:
                    "status": None if status is None else repr(status),
                    "frames": None if self.feed is None else self.feed.name,
                    "video_latency_s": None if self.feed is None else self.feed.video_latency_s,
-                   "nogo_depth_mm": self.nogo.depth_mm}
+                   "nogo_depth_mm": self.nogo.depth_mm,
+                   "setup": {"state": self.setup.state.name,
+                             "procedure": None if self.setup.wanted is None else asdict(self.setup.wanted),
+                             "probe": None if self.setup.device is None else asdict(self.setup.device)}}
         feed = self.feed
         recorder = await asyncio.to_thread(Recorder, path, session, None if feed is None else feed.calibration,
                                            feed.fps if feed is not None else 30.0)
@@ -516,3 +685,10 @@ class LiveEngine:
         if self.feed is not None:
             with contextlib.suppress(Exception):
                 self.feed.close()
+
+
+def _same_nogo(nogo: NoGo, config: Config) -> bool:
+    if (nogo.depth_mm is None) != (config.nogo_depth_mm is None):
+        return False
+    depth_ok = nogo.depth_mm is None or abs(nogo.depth_mm - (config.nogo_depth_mm or 0.0)) < 0.006
+    return depth_ok and abs(nogo.margin_mm - config.nogo_margin_mm) < 0.006

@@ -32,6 +32,11 @@ class FrameFeed:
     calibration: Calibration
     video_latency_s: float = 0.0
     fps: float = DEFAULT_FPS
+    # A synthetic source only: the host time its scenario starts at (default: when reading starts; the virtual
+    # probe's clock epoch puts the images in step with its needle), and how late each frame arrives after it
+    # was formed (a scanner's video latency, to measure).
+    start_s: float | None = None
+    delay_s: float = 0.0
     stopping: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -40,8 +45,8 @@ class FrameFeed:
         return self.source.name
 
     def frames(self) -> Iterator[Frame]:
-        inner = looped(self.source, stop=self.stopping) if isinstance(self.source, SyntheticSource) \
-            else self.source.frames()
+        inner = looped(self.source, self.start_s, self.stopping, self.delay_s) \
+            if isinstance(self.source, SyntheticSource) else self.source.frames()
         try:
             for frame in inner:
                 if self.stopping.is_set():
@@ -58,22 +63,25 @@ class FrameFeed:
         self.source.close()
 
 
-def looped(source: SyntheticSource, start_s: float | None = None,
-           stop: threading.Event | None = None) -> Iterator[Frame]:
-    """The synthetic scenario's frames, repeating, each delivered when the host clock reaches its time."""
+def looped(source: SyntheticSource, start_s: float | None = None, stop: threading.Event | None = None,
+           delay_s: float = 0.0) -> Iterator[Frame]:
+    """The synthetic scenario's frames, repeating, each delivered ``delay_s`` after the host clock reaches its
+    time, and stamped then."""
     start = time.monotonic() if start_s is None else start_s
     stop = stop or threading.Event()
     k = 0
     while not stop.is_set():
-        due = start + k / source.fps
+        due = start + k / source.fps + delay_s
         wait = due - time.monotonic()
         if wait > 0:
             if stop.wait(wait):
                 return
         elif wait < -1.0 / source.fps:  # fell behind: a live source skips what it could not show
-            k = int((time.monotonic() - start) * source.fps)
+            k = int((time.monotonic() - start - delay_s) * source.fps)
             continue
-        yield replace(source.frame(k % source.frame_count), time_s=due, index=k)
+        # The last frame is the first one's instant again (t = duration): a loop of the scenario is one frame
+        # shorter than the frames it has, as the virtual probe's loop is its duration.
+        yield replace(source.frame(k % max(source.frame_count - 1, 1)), time_s=due, index=k)
         k += 1
 
 

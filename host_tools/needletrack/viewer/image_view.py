@@ -4,6 +4,10 @@ A new frame is scaled once (OpenCV, outside Qt's painter: a 1080p frame fitted i
 into 32-bit pixels, the layout Qt paints without converting, and painted as is; repaints without a new frame
 reuse it. The view counts the frames it has shown and how old each was when painted (from its arrival at the
 host), for the display benchmark.
+
+Picking: ``start_pick(prompt)`` turns the next click on the image into ``picked(column, row)`` in the frame's own
+pixels (what a calibration maps), with a crosshair and the prompt over the image until then; Esc or
+``cancel_pick()`` ends it without a point. A click outside the drawn frame picks nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ from collections import deque
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPen, QResizeEvent
+from PySide6.QtCore import QPointF, QRect, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QResizeEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from needletrack.viewer import theme as th
 
 
 class ImageView(QWidget):
+    picked = Signal(float, float)  # column, row in the frame's pixels
+    pick_cancelled = Signal()
+
     def __init__(self, theme: th.Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.theme = theme
@@ -39,6 +46,53 @@ class ImageView(QWidget):
         self._target = QRect()
         self._new = False
         self._border: QColor | None = None
+        self._prompt: str | None = None  # picking while set
+
+    # -- picking
+    @property
+    def picking(self) -> bool:
+        return self._prompt is not None
+
+    def start_pick(self, prompt: str) -> None:
+        self._prompt = prompt
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        self.setFocus()
+        self.update()
+
+    def cancel_pick(self) -> None:
+        if self._prompt is not None:
+            self._end_pick()
+            self.pick_cancelled.emit()
+
+    def _end_pick(self) -> None:
+        self._prompt = None
+        self.unsetCursor()
+        self.update()
+
+    def to_frame(self, p: QPointF) -> tuple[float, float] | None:
+        """A widget point as the frame's pixel (column, row); None outside the drawn frame."""
+        size = self.frame_size
+        if size is None or self._target.isEmpty() or not self._target.contains(p.toPoint()):
+            return None
+        k = self._target.width() / size[0]
+        return ((p.x() - self._target.x() + 0.5) / k - 0.5, (p.y() - self._target.y() + 0.5) / k - 0.5)
+
+    def to_widget(self, col: float, row: float) -> QPointF:
+        """A frame pixel's place in the widget (the inverse of :meth:`to_frame`)."""
+        size = self.frame_size
+        if size is None or self._target.isEmpty():
+            raise ValueError("no frame drawn")
+        k = self._target.width() / size[0]
+        return QPointF(self._target.x() + (col + 0.5) * k - 0.5, self._target.y() + (row + 0.5) * k - 0.5)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if self._prompt is None or event.button() != Qt.MouseButton.LeftButton:
+            super().mousePressEvent(event)
+            return
+        at = self.to_frame(event.position())
+        if at is not None:
+            self._end_pick()
+            self.picked.emit(*at)
 
     @property
     def frame_size(self) -> tuple[int, int] | None:
@@ -85,6 +139,15 @@ class ImageView(QWidget):
         self._qimage = QImage(self._scaled.data, sw, sh, self._scaled.strides[0], QImage.Format.Format_RGB32)
         self._target = QRect(inner.x() + (inner.width() - sw) // 2, inner.y() + (inner.height() - sh) // 2, sw, sh)
 
+    def _paint_prompt(self, painter: QPainter) -> None:
+        assert self._prompt is not None
+        font = self.theme.font(self.theme.label_px)
+        painter.setFont(font)
+        band = QRect(0, self.border_px, self.width(), round(self.theme.label_px * 2.2))
+        painter.fillRect(band, QColor(0, 0, 0, 200))
+        painter.setPen(QColor(th.TEXT))
+        painter.drawText(band, Qt.AlignmentFlag.AlignCenter, self._prompt + "   (Esc: cancel)")
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(th.BACKGROUND))
@@ -97,6 +160,8 @@ class ImageView(QWidget):
             painter.setPen(QColor(th.TEXT_DIM))
             painter.setFont(self.theme.font(self.theme.label_px))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
+        if self._prompt is not None:
+            self._paint_prompt(painter)
         if self._border is not None:
             pen = QPen(self._border)
             pen.setWidth(self.border_px)

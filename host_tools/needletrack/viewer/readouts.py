@@ -76,10 +76,15 @@ class ReadoutsPanel(QWidget):
         for tile in (self.angle_tile, self.depth_tile, self.tip_tile, self.nogo_tile):
             box.addWidget(tile)
 
-    def show_state(self, state: NeedleState | None, signal_lost: bool, nogo_depth_mm: float | None) -> None:
+    def show_state(self, state: NeedleState | None, signal_lost: bool, nogo_depth_mm: float | None,
+                   setup_hidden: bool = False) -> None:
+        """``setup_hidden``: the probe is set up for another detent, so what depends on it (the angle, the tip
+        depth, the distance to no-go) is not shown; the insertion depth does not depend on it."""
         live = None if state is None or signal_lost else state
-        self.angle_tile.set_value(_fmt(None if live is None else live.needle_angle_deg))
         self.depth_tile.set_value(_fmt(None if live is None else live.depth_mm))
+        if setup_hidden:
+            live = None
+        self.angle_tile.set_value(_fmt(None if live is None else live.needle_angle_deg))
         self.tip_tile.set_value(_fmt(None if live is None else live.tip_depth_mm))
         if nogo_depth_mm is None:
             self.nogo_tile.set_title("NO-GO\nnot set")

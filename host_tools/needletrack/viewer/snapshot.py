@@ -14,9 +14,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from needletrack.geometry import Calibration
 from needletrack.link.base import Found
 from needletrack.needle_state import NO_FLAGS, NeedleState
-from needletrack.protocol import Flag
+from needletrack.protocol import Flag, Opcode
+from needletrack.viewer.latency_capture import CaptureProgress
+from needletrack.viewer.procedure import Procedure, SetupInfo
 
 
 class Phase(enum.Enum):
@@ -116,6 +119,13 @@ class Snapshot:
     frame_source: str | None = None
     frames_per_s: float = 0.0  # fused frames per second, recently
     nogo_depth_mm: float | None = None
+    nogo_margin_mm: float = 5.0
+    setup: SetupInfo | None = None  # None: no probe setup to check (a fixed picture)
+    calibration: Calibration | None = None  # the image calibration the needle is placed with
+    frame_state: NeedleState | None = None  # the needle at the instant of the shown frame
+    video_latency_s: float = 0.0
+    raw_image: np.ndarray | None = None  # the shown frame before the overlay
+    latency_capture: CaptureProgress | None = None  # a latency measurement under way
     recording: RecordingInfo | None = None
     free_disk_bytes: int | None = None  # where recordings go
     record_root: Path | None = None
@@ -140,3 +150,15 @@ class ViewerEngine(Protocol):
     def pair(self) -> Future[Any]: ...
 
     def toggle_recording(self) -> Future[Any]: ...
+
+    def confirm_procedure(self, procedure: Procedure) -> Future[Any]: ...
+
+    def set_nogo(self, depth_mm: float | None, margin_mm: float | None = None) -> Future[Any]: ...
+
+    def set_image_calibration(self, calibration: Calibration | None) -> None: ...
+
+    def set_video_latency(self, seconds: float) -> None: ...
+
+    def measure_latency(self, seconds: float = 20.0) -> Future[Any]: ...
+
+    def command(self, opcode: Opcode, *args: int, quiet: bool = False) -> Future[Any]: ...
