@@ -9,7 +9,8 @@ drawn; the strip charts hold the scenario's last 20 s.
 
 States: clear (needle in, no-go far), near (within the 5 mm margin), reached (tip past the no-go depth, while
 recording), no_signal (the link lost 1.4 s ago, reconnecting), sensor_fault (needle sensor fault, and a low
-battery).
+battery), setup_mismatch (the probe on another detent than the procedure's: needle hidden), setup (the setup
+dialog over the window, the no-go depth being picked on the image).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import cv2
 import numpy as np
+from PySide6.QtGui import QPainter
 from PySide6.QtWidgets import QApplication
 
 from needletrack import overlay
@@ -35,7 +37,9 @@ from needletrack.protocol import Flag
 from needletrack.sim import scenario
 from needletrack.sim.scenario import Scenario
 from needletrack.viewer import theme as th
+from needletrack.viewer.engine import SETUP_HIDDEN
 from needletrack.viewer.main_window import MainWindow
+from needletrack.viewer.procedure import Procedure, SetupInfo, SetupState
 from needletrack.viewer.snapshot import ChartData, Level, LinkInfo, Message, Outage, Phase, RecordingInfo, Snapshot
 
 SIZE = (1920, 1080)
@@ -43,7 +47,9 @@ FRAME_SIZE = (800, 600)
 NOGO_MM = 17.0
 NOW = 1000.25  # host time of every snapshot; chosen so a flashing border is in its "on" phase
 PROBE = Found("F4:12:FA:00:00:01/P", "NeedleTrack-0001", -58, ())
-STATES = ("clear", "near", "reached", "no_signal", "sensor_fault")
+STATES = ("clear", "near", "reached", "no_signal", "sensor_fault", "setup_mismatch", "setup")
+PROCEDURE = Procedure(30.0, 50.0)
+CONFIRMED = SetupInfo(SetupState.CONFIRMED, PROCEDURE, PROCEDURE)
 
 
 class StaticEngine:
@@ -51,6 +57,7 @@ class StaticEngine:
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
+        self.source_calibration = snap.calibration
 
     def snapshot(self) -> Snapshot:
         return self.snap
@@ -62,7 +69,8 @@ class StaticEngine:
         f.set_result(None)
         return f
 
-    scan = connect = disconnect = pair = toggle_recording = _nothing
+    scan = connect = disconnect = pair = toggle_recording = confirm_procedure = set_nogo = measure_latency = \
+        command = set_image_calibration = set_video_latency = _nothing
 
 
 def needle_angle(sc: Scenario, t: np.ndarray) -> np.ndarray:
@@ -117,8 +125,8 @@ def snapshots(sc: Scenario, src: SyntheticSource) -> dict[str, Snapshot]:
         state = NeedleState(depth, tip_mm, g + 1.2, g, flags, 0.004, NOGO_MM, 5.0, None)
         return replace(state, **kw), index  # type: ignore[arg-type]
 
-    def snap(state: NeedleState, index: int, **kw: object) -> Snapshot:
-        image = overlay.draw(src.frame(index).image, cal, state)
+    def snap(state: NeedleState, index: int, hidden: str | None = None, **kw: object) -> Snapshot:
+        image = overlay.draw(src.frame(index).image, cal, state, hidden=hidden)
         stale = not state.age_s <= 0.1
         gap = state.age_s if stale else 0.0
         base = Snapshot(t=NOW, link=link(), state=state, stale=stale, signal_lost=stale, watching=True,
@@ -126,7 +134,9 @@ def snapshots(sc: Scenario, src: SyntheticSource) -> dict[str, Snapshot]:
                         frame_ready_s=NOW - 0.025, frame_source=src.name, frames_per_s=25.0,
                         nogo_depth_mm=NOGO_MM, free_disk_bytes=412 * 1024**3, record_root=Path("recordings"),
                         charts=charts(sc, index / src.fps, gap_s=gap), found=(PROBE,),
-                        messages=(Message(NOW - 30, Level.INFO, f"connected to {PROBE.address}"),))
+                        messages=(Message(NOW - 30, Level.INFO, f"connected to {PROBE.address}"),),
+                        nogo_margin_mm=5.0, setup=CONFIRMED, calibration=cal, frame_state=state,
+                        raw_image=src.frame(index).image, video_latency_s=0.080)
         return replace(base, **kw)  # type: ignore[arg-type]
 
     clear, i_clear = at(NOGO_MM - 9.0)
@@ -144,6 +154,10 @@ def snapshots(sc: Scenario, src: SyntheticSource) -> dict[str, Snapshot]:
                           outage=Outage(NOW - 1.3, None, "link")),
         "sensor_fault": snap(fault, i_fault, link=link(battery_pct=12, battery_mv=3640),
                              charts=charts(sc, i_fault / src.fps, no_depth_s=3.0)),
+        "setup_mismatch": snap(replace(clear, guide_angle_deg=45.0), i_clear, hidden=SETUP_HIDDEN,
+                               setup=SetupInfo(SetupState.MISMATCH, PROCEDURE, Procedure(45.0, 50.0),
+                                               "the probe measures with a 45° detent, the procedure's is 30°")),
+        "setup": snap(clear, i_clear),
     }
 
 
@@ -161,7 +175,17 @@ def render(out: Path, names: tuple[str, ...] = STATES) -> list[Path]:
         window.show()
         window.refresh()  # the first refresh draws everything, charts and readouts included
         app.processEvents()
+        if name == "setup":
+            window.show_setup()
+            window.pick_nogo()
+            app.processEvents()
         image = window.grab().toImage()
+        if name == "setup" and window.setup_dialog is not None:
+            dialog = window.setup_dialog.grab().toImage()  # a window of its own: drawn where it would open
+            painter = QPainter(image)
+            painter.drawImage(image.width() - dialog.width() - 600, image.height() - dialog.height() - 340, dialog)
+            painter.end()
+            window.setup_dialog.close()
         path = out / f"viewer_{name}.png"
         # Through OpenCV for its strongest PNG compression: the speckle makes these large otherwise.
         bgr = image.convertToFormat(image.Format.Format_BGR888)

@@ -27,11 +27,12 @@ def summary(snap: Snapshot) -> str:
     parts = [shown.describe() if shown is not None else "guide and needle not known yet"]
     cal = snap.calibration
     if snap.frame_source is not None:
-        parts.append("image not calibrated" if cal is None else f"image {cal.probe_model} ({cal.method})")
+        method = "" if cal is None or cal.method == cal.probe_model else f" ({cal.method})"
+        parts.append("image not calibrated" if cal is None else f"image {cal.probe_model}{method}")
         parts.append(f"latency {snap.video_latency_s * 1000:.0f} ms")
     parts.append("no-go not set" if snap.nogo_depth_mm is None
-                 else f"no-go {snap.nogo_depth_mm:.1f} mm (warn {snap.nogo_margin_mm:g} mm before)")
-    return "  ·  ".join(parts)
+                 else f"no-go {snap.nogo_depth_mm:.1f} mm")
+    return " · ".join(parts)
 
 
 class ProcedurePanel(QFrame):
@@ -41,13 +42,13 @@ class ProcedurePanel(QFrame):
         self.state_label = QLabel()
         self.state_label.setFont(theme.font(theme.panel_px, bold=True))
         self.text = QLabel()
-        self.text.setFont(theme.font(theme.panel_px))
+        self.text.setFont(theme.font(theme.panel_px - 1))
         self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.button = QPushButton("Set up (U)")
         self.button.clicked.connect(setup_action.trigger)
         row = QHBoxLayout(self)
         row.setContentsMargins(theme.px(10), theme.px(4), theme.px(6), theme.px(4))
-        row.setSpacing(theme.px(12))
+        row.setSpacing(theme.px(8))
         title = QLabel("PROCEDURE")
         title.setFont(theme.font(theme.panel_px, bold=True))
         title.setStyleSheet(f"color: {th.TEXT_DIM};")

@@ -70,6 +70,9 @@ class Theme:
         QToolButton:disabled {{ color: #777777; border-color: #3a3a3a; }}
         QToolButton#record[recording="true"] {{ background: {RED}; border-color: #ffffff; }}
         QComboBox {{ background: #202020; border: 1px solid #5a5a5a; padding: {p(4)}px; }}
+        QCheckBox::indicator {{ width: {p(20)}px; height: {p(20)}px; border: 2px solid #8a8a8a;
+                               background: #202020; }}
+        QCheckBox::indicator:checked {{ background: {CYAN}; border-color: #ffffff; }}
         QMenuBar {{ background: #101010; font-size: {p(18)}px; }}
         QMenuBar::item:selected {{ background: #303030; }}
         QMenu {{ background: #181818; font-size: {p(18)}px; }}
