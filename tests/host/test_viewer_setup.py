@@ -1,6 +1,7 @@
 """Setting up a procedure in the viewer against the virtual probe: guide and needle confirmed on the probe, a
 mismatch hiding the needle, the no-go depth clicked on the image, the image calibrated by two clicks, the video
-latency measured. The frames are the probe's own scenario in step with its clock, arriving 80 ms late."""
+latency measured. The frames are the probe's own scenario in step with its clock (as the viewer plays a synthetic
+source), arriving 80 ms late."""
 
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ def probe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def live(probe, qapp, tmp_path_factory):
     sc, served = probe
-    pump_until(lambda: served.console.device_epoch() is not None, 15.0, "the probe's clock started")
     source = SyntheticSource(sc, fps=25.0, size=(640, 480))
-    feed = FrameFeed(source, source.calibration, fps=25.0, start_s=served.console.device_epoch(), delay_s=DELAY_S)
+    # In step with the probe through the samples' clock mapping, as `view --frames synthetic:NAME` plays.
+    feed = FrameFeed(source, source.calibration, fps=25.0, delay_s=DELAY_S, follows_probe_clock=True)
     engine = LiveEngine(served.transport, feed=feed, record_root=tmp_path_factory.mktemp("rec")).start()
     window = MainWindow(engine, theme=th.Theme(0.8))
     window.resize(1536, 864)

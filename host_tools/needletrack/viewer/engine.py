@@ -453,6 +453,8 @@ class LiveEngine:
         capture = self._capture_sink.capture
         if capture is not None:
             capture.add_samples(batch)
+        if self.feed is not None and self.feed.follows_probe_clock:
+            self.feed.start_s = batch[-1].host_s - batch[-1].device_s  # device time 0 on the host clock
         rx = self.rx
         if self.setup.state is SetupState.CONFIRMED:
             checked = check_sample_detent(self.setup, batch[-1].sample.guide_angle_deg)

@@ -3,14 +3,16 @@
 :func:`open_feed` opens a source as `needletrack stream --frames` does (needletrack.live_fusion): the probe
 model's stored calibration, or the DICOM's own regions, or the synthetic probe's exact one; a source with none
 is refused with a message before anything starts. A synthetic source plays its scenario over and over, as the
-virtual probe does, instead of ending after one pass.
+virtual probe does, instead of ending after one pass; opened by name it follows the probe's device clock (the
+virtual probe's scenario time is its device time), so its images show the needle where the probe measures it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +39,7 @@ class FrameFeed:
     # was formed (a scanner's video latency, to measure).
     start_s: float | None = None
     delay_s: float = 0.0
+    follows_probe_clock: bool = False  # start_s is set from the samples' clock mapping as they come
     stopping: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -45,7 +48,7 @@ class FrameFeed:
         return self.source.name
 
     def frames(self) -> Iterator[Frame]:
-        inner = looped(self.source, self.start_s, self.stopping, self.delay_s) \
+        inner = looped(self.source, self.start_s, self.stopping, self.delay_s, lambda: self.start_s) \
             if isinstance(self.source, SyntheticSource) else self.source.frames()
         try:
             for frame in inner:
@@ -64,13 +67,19 @@ class FrameFeed:
 
 
 def looped(source: SyntheticSource, start_s: float | None = None, stop: threading.Event | None = None,
-           delay_s: float = 0.0) -> Iterator[Frame]:
+           delay_s: float = 0.0, moved_start: Callable[[], float | None] | None = None) -> Iterator[Frame]:
     """The synthetic scenario's frames, repeating, each delivered ``delay_s`` after the host clock reaches its
-    time, and stamped then."""
+    time, and stamped then. ``moved_start``: asked before each frame for a new start (None: keep it)."""
     start = time.monotonic() if start_s is None else start_s
     stop = stop or threading.Event()
     k = 0
     while not stop.is_set():
+        moved = None if moved_start is None else moved_start()
+        if moved is not None and moved != start:
+            jump = abs(moved - start) > 0.5 / source.fps
+            start = moved  # small moves too: the clock mapping settles by a few ms after its first estimate
+            if jump:
+                k = max(math.ceil((time.monotonic() - start - delay_s) * source.fps), 0)
         due = start + k / source.fps + delay_s
         wait = due - time.monotonic()
         if wait > 0:
@@ -92,4 +101,5 @@ def open_feed(spec: str, *, probe_model: str | None = None, video_latency_s: flo
     calibration = opened.fuser.calibration
     assert calibration is not None  # open_fusion refuses a source it cannot calibrate
     fps = float(getattr(opened.source, "fps", DEFAULT_FPS))  # synthetic and played-back files know theirs
-    return FrameFeed(opened.source, calibration, video_latency_s, fps)
+    return FrameFeed(opened.source, calibration, video_latency_s, fps,
+                     follows_probe_clock=isinstance(opened.source, SyntheticSource))
