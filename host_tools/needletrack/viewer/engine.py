@@ -92,6 +92,7 @@ class LiveEngine:
         self._capture_sink = CaptureSink()
         self._config_waiters: list[asyncio.Future[Config]] = []
         self._pairing = asyncio.Lock()
+        self._frame_listeners: list[Callable[[], object]] = []
         self._lock = threading.Lock()  # guards what on_samples / on_frame change and snapshot() reads
         self.rx = Receiver()
         self.session: StreamSession | None = None
@@ -619,6 +620,17 @@ class LiveEngine:
             self._frame = fused
             self._frame_index += 1
             self._frame_times.append(fused.ready_s)
+        for listener in self._frame_listeners:
+            try:
+                listener()
+            except RuntimeError:  # a window already deleted: it no longer listens
+                self._frame_listeners.remove(listener)
+                break
+
+    def add_frame_listener(self, listener: Callable[[], object]) -> None:
+        """``listener()`` is called in the engine's thread after each new fused frame (a Qt signal's emit, so the
+        window shows every frame instead of waiting for its next poll)."""
+        self._frame_listeners.append(listener)
 
     # -- recording
     async def _start_recording(self, directory: Path | None) -> Path:

@@ -19,8 +19,9 @@ calls into the link. Only what changed is redrawn: the image when a new frame ha
 rate, 30 frames/s for a scanner's video), the banner when its alerts do, the readouts and the charts ten times a
 second (the readouts at once when the signal is lost). Polling at twice the frame rate is what lets every frame
 through: at 30 Hz, a frame fused a little early or late shares a tick with its neighbour and one of the two is
-never shown (25 of 30 frames/s were, in bench/bench_viewer.py). The window decides nothing about alerts beyond
-asking ``alerts.active_alerts`` and ``cues``.
+never shown (25 of 30 frames/s were, in bench/bench_viewer.py); an engine that can say so also asks for a refresh
+as each frame is fused (a queued signal), so two frames fused within one tick are both shown. The window decides
+nothing about alerts beyond asking ``alerts.active_alerts`` and ``cues``.
 
 Picks on the image (the no-go depth, the needle tips of the image calibration) freeze the image on the frame
 clicked, so the click and the needle state paired with it belong to the same instant.
@@ -32,7 +33,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication, QDialog, QHBoxLayout, QMainWindow, QVBoxLayout, QWidget
 
@@ -90,6 +91,8 @@ def idle_text(snap: Snapshot) -> str:
 
 
 class MainWindow(QMainWindow):
+    frame_fused = Signal()  # emitted from the engine's thread: queued to this one
+
     def __init__(self, engine: ViewerEngine, *, theme: th.Theme | None = None, sound: AlertSound | None = None,
                  refresh_ms: int = REFRESH_MS, start_timer: bool = True) -> None:
         refcount_guard.protect()  # before the thousands of Qt calls a window makes
@@ -140,6 +143,10 @@ class MainWindow(QMainWindow):
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(refresh_ms)
         self.timer.timeout.connect(self.refresh)
+        add_listener = getattr(engine, "add_frame_listener", None)
+        if add_listener is not None:
+            self.frame_fused.connect(self.refresh, Qt.ConnectionType.QueuedConnection)
+            add_listener(self.frame_fused.emit)
         if start_timer:
             self.timer.start()
 
