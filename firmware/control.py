@@ -29,9 +29,12 @@ _PAYLOAD = {
     packet.OP_REBOOT: "",
     packet.OP_READ_CONFIG: "",
     packet.OP_READ_STATUS: "",
+    packet.OP_READ_FIELD: "<B",
+    packet.OP_CAL_RESIDUAL: "<B",
 }
 
 MIN_CAL_POINTS = 8
+MAX_CAL_POINTS = 255
 
 
 class Control:
@@ -43,6 +46,7 @@ class Control:
         self.calibrating = False
         self.jig_um = []
         self.angles = []
+        self.residuals = None  # per point of the last calibration committed since boot: um, or packet.NA32
         self.reboot_pending = False
         self.identify_s = 0
 
@@ -123,6 +127,8 @@ class Control:
             return packet.R_BAD_STATE, 0, None
         if not 0 <= d10um <= 20000:
             return packet.R_OUT_OF_RANGE, 0, None
+        if len(self.jig_um) >= MAX_CAL_POINTS:
+            return packet.R_BAD_STATE, len(self.jig_um), None  # CAL_RESIDUAL's u8 index reaches no further
         est = self.dev.depth
         a = None if est.angle_a == depth_mod.INVALID else est.angle_a
         b = None if est.angle_b == depth_mod.INVALID else est.angle_b
@@ -142,12 +148,15 @@ class Control:
             cal, _ = depth_mod.fit_calibration(store.default_calibration(), self.jig_um, self.angles)
         except depth_mod.CalibrationError:
             return packet.R_OUT_OF_RANGE, 0, None
+        # Worked out once, here: CAL_RESIDUAL answers from this list, whatever later points or aborts do.
+        res = depth_mod.fit_residuals(store.default_calibration(), cal, self.jig_um, self.angles)
         try:
             cal_id = store.save_calibration(cal)
         except (OSError, store.StoreError):
             return packet.R_STORE_FAILED, 0, None
         self.dev.apply_calibration(cal)
         self.calibrating = False
+        self.residuals = [packet.NA32 if r is None else r for r in res]
         return packet.R_OK, cal_id, None
 
     def _op_9(self):  # CAL_ABORT
@@ -173,3 +182,22 @@ class Control:
 
     def _op_13(self):  # READ_STATUS
         return packet.R_OK, 0, self.dev.status_record()
+
+    def _op_14(self, sensor):  # READ_FIELD: the live field angle, as CAL_POINT would record it now
+        if sensor > 1:
+            return packet.R_OUT_OF_RANGE, 0, None
+        est = self.dev.depth
+        if sensor >= est.n_sensors:
+            return packet.R_BAD_STATE, 0, None  # the calibration in use reads one sensor only
+        angle = est.angle_a if sensor == 0 else est.angle_b
+        if angle == depth_mod.INVALID:
+            return packet.R_BAD_STATE, 0, None  # weak, saturated or faulted: no field angle
+        return packet.R_OK, angle, None
+
+    def _op_15(self, index):  # CAL_RESIDUAL
+        res = self.residuals
+        if res is None:
+            return packet.R_BAD_STATE, 0, None  # nothing committed since boot
+        if index >= len(res):
+            return packet.R_OUT_OF_RANGE, 0, None
+        return packet.R_OK, res[index], None

@@ -337,6 +337,19 @@ def _fit_sensor(ang, disp, pts, c):
     return a, k, (ss / n) ** 0.5
 
 
+def _used_angle(base_sensor, i, jig_um, angles):
+    # The angle sensor i's fit takes from a jig point, or None. The jig knows where the carriage is: only the
+    # points inside this sensor's share of the stroke (its base table's span, 2 mm slack for the as-built
+    # shift) count, not whatever angle a far, weak field happens to give.
+    th = angles[i] if i < len(angles) else None
+    if th is None:
+        return None
+    disp = base_sensor["disp_um"]
+    if min(disp[0], disp[-1]) - 2000 <= jig_um <= max(disp[0], disp[-1]) + 2000:
+        return th
+    return None
+
+
 def fit_calibration(base, jig_um, angles, max_rms_um=500):
     """A new calibration from jig points, fitted to the shape of base (e.g. the factory table).
 
@@ -359,14 +372,10 @@ def fit_calibration(base, jig_um, angles, max_rms_um=500):
         s = base["sensors"][i]
         ang = s["angle_mdeg"]
         disp = s["disp_um"]
-        # The jig knows where the carriage is: use the points inside this sensor's share of the stroke
-        # (2 mm slack for the as-built shift), not whatever angle a far, weak field happens to give.
-        lo = min(disp[0], disp[-1]) - 2000
-        hi = max(disp[0], disp[-1]) + 2000
         pts = []
         for j in range(len(jig_um)):
-            th = angles[j][i] if i < len(angles[j]) else None
-            if th is not None and lo <= jig_um[j] <= hi:
+            th = _used_angle(s, i, jig_um[j], angles[j])
+            if th is not None:
                 pts.append((jig_um[j], th))
         if len(pts) < 3:
             raise CalibrationError("sensors[%d]: %d usable jig points, need 3" % (i, len(pts)))
@@ -396,3 +405,21 @@ def fit_calibration(base, jig_um, angles, max_rms_um=500):
         rms_all.append(rms)
     check_calibration(out)
     return out, rms_all
+
+
+def fit_residuals(base, cal, jig_um, angles):
+    """Per jig point, how far the fitted calibration cal puts it from the jig: in um, the table's displacement
+    at the point's field angle minus the jig's, for the sensors whose fit (fit_calibration(base, ...)) used
+    the point, their mean if both; None for a point no sensor's fit used."""
+    out = []
+    for j in range(len(jig_um)):
+        total = 0.0
+        n = 0
+        for i in range(len(base["sensors"])):
+            th = _used_angle(base["sensors"][i], i, jig_um[j], angles[j])
+            if th is not None:
+                s = cal["sensors"][i]
+                total += _pwl(s["angle_mdeg"], s["disp_um"], th) - jig_um[j]
+                n += 1
+        out.append(round(total / n) if n else None)
+    return out

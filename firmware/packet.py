@@ -6,6 +6,7 @@ import struct
 VERSION = const(1)
 SAMPLE_SIZE = const(20)
 NA = const(-32768)  # i16 "no measurement"
+NA32 = -0x80000000  # i32 "no value" in a RESULT; not a const(): beyond a board's small ints
 
 # Sample flag bits (bits 12-15 carry VERSION).
 F_IMU_FAULT = const(0x0001)
@@ -46,6 +47,8 @@ OP_IDENTIFY = const(0x0A)
 OP_REBOOT = const(0x0B)
 OP_READ_CONFIG = const(0x0C)
 OP_READ_STATUS = const(0x0D)
+OP_READ_FIELD = const(0x0E)
+OP_CAL_RESIDUAL = const(0x0F)
 
 # Result codes.
 R_OK = const(0)

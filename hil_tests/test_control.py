@@ -213,7 +213,7 @@ def test_identify_read_config_read_status(dut, report):
 
 def test_unknown_opcodes_and_malformed_writes_change_nothing(dut, report):
     async def body(c: Checker, before: Config) -> None:
-        for opcode in (0x00, 0x0E, 0x7F, 0xFF):
+        for opcode in (0x00, 0x10, 0x7F, 0xFF):
             await c.refused(bytes((opcode, c.central.next_token())) + b"\x10\x27", UNKNOWN)
         # Too short to carry a token: answered for opcode and token as far as they came, token 0 otherwise.
         await c.refused(bytes((Opcode.SET_GUIDE_ANGLE,)), LENGTH, token=0)
@@ -240,6 +240,32 @@ def test_calibration_commands_outside_and_inside_a_calibration(dut, report):
         await c.ok(Opcode.CAL_ABORT, "")
         await c.refused(c.command(Opcode.CAL_COMMIT, ""), STATE)  # the abort ended it
         assert (await c.central.read_config()).calibration_id == before.calibration_id
+
+    _on_device(dut, body, report)
+
+
+def test_read_field_and_cal_residual(dut, report):
+    async def body(c: Checker, before: Config) -> None:
+        # The live field angle of each sensor: on any link state, read only. Where the needle is, at least one
+        # sensor has a field; one without answers BAD_STATE.
+        codes = []
+        for sensor in (0, 1):
+            result, _ = await c.central.command(Opcode.READ_FIELD, sensor)
+            assert result.code in (OK, STATE), result
+            if result.code == OK:
+                assert -180_000 < result.value <= 180_000, result
+            else:
+                assert result.value == 0, result
+            codes.append(result.code)
+        assert OK in codes, codes
+        for sensor in (2, 255):
+            await c.out_of_range(Opcode.READ_FIELD, "B", sensor)
+        await c.bad_lengths(Opcode.READ_FIELD, b"\x00")
+        # Residuals exist only for a calibration committed since boot; past the last point, none.
+        result, _ = await c.central.command(Opcode.CAL_RESIDUAL, 255)
+        assert result.code in (STATE, RANGE), result
+        await c.refused(c.command(Opcode.CAL_RESIDUAL, "B", 255), result.code)
+        await c.bad_lengths(Opcode.CAL_RESIDUAL, b"\x00")
 
     _on_device(dut, body, report)
 
@@ -302,9 +328,13 @@ def test_a_calibration_on_the_jig_is_committed_and_used(jig, report):
     async def body(c: Checker, console: Any) -> None:
         before = await c.central.read_config()
         got["before"] = before
-        # No usable field: no point is taken.
+        # Nothing committed on this probe since it booted: no residuals.
+        await c.refused(c.command(Opcode.CAL_RESIDUAL, "B", 0), STATE)
+        # No usable field: no point is taken, and neither sensor has a field angle to read.
         await c.ok(Opcode.CAL_BEGIN, "")
-        await jig_probe.at_saturation(console)
+        await jig_probe.at_saturation(console, lead_s=0.1)  # three commands within the hold
+        for sensor in (0, 1):
+            await c.send(c.command(Opcode.READ_FIELD, "B", sensor), STATE)
         await c.send(c.command(Opcode.CAL_POINT, "h", 3000), STATE)
         # Eight points that cannot be a calibration (taken within half a second, claimed 0 to 75 mm): the
         # commit refuses them and the old table stays.
@@ -314,9 +344,23 @@ def test_a_calibration_on_the_jig_is_committed_and_used(jig, report):
         await c.refused(c.command(Opcode.CAL_COMMIT, ""), RANGE)
         await c.ok(Opcode.CAL_ABORT, "")
         assert (await c.central.read_config()).calibration_id == before.calibration_id
+        await c.refused(c.command(Opcode.CAL_RESIDUAL, "B", 0), STATE)  # a refused commit leaves none
+        # At a stop, the live field angle is the one a CAL_POINT then records (to within the sensor's noise).
+        await jig_probe.at_stop(console, 2)
+        field, _ = await c.ok(Opcode.READ_FIELD, "B", 0)
+        await c.ok(Opcode.CAL_BEGIN, "")
+        point, _ = await c.ok(Opcode.CAL_POINT, "h", 2000)
+        got["field_vs_point_mdeg"] = abs(point.value - field.value)
+        await c.ok(Opcode.CAL_ABORT, "")
         # The real thing: a point at every stop as the needle holds there.
         points, commit = await jig_probe.calibrate(c.central, console)
         got["points"], got["commit"] = points, commit
+        residuals = []
+        for i in range(len(points)):
+            result, _ = await c.ok(Opcode.CAL_RESIDUAL, "B", i)
+            residuals.append(result.value)
+        await c.refused(c.command(Opcode.CAL_RESIDUAL, "B", len(points)), RANGE)
+        got["residuals"] = residuals
         got["config"] = await c.central.read_config()
         got["status"] = await c.central.read_status()
         errors = []
@@ -334,6 +378,13 @@ def test_a_calibration_on_the_jig_is_committed_and_used(jig, report):
     assert cfg.calibration_id == commit.value and got["status"].calibration_id == commit.value
     assert Flag.UNCALIBRATED not in got["status"].flags
     report.figure("calibration id committed", f"{commit.value:04x}")
+    report.figure("READ_FIELD against the CAL_POINT after it", got["field_vs_point_mdeg"], "mdeg", "< 1000")
+    assert got["field_vs_point_mdeg"] < 1000
+    residuals = got["residuals"]
+    rms = (sum(r * r for r in residuals) / len(residuals)) ** 0.5
+    report.figure("fit residuals at the stops, RMS", round(rms / 1000, 3), "mm", "< 0.3")
+    report.figure("fit residuals at the stops, worst", round(max(map(abs, residuals)) / 1000, 3), "mm", "< 0.5")
+    assert rms < 300 and max(map(abs, residuals)) < 500, residuals
     # Single readings, sensor noise included: docs/depth.md measures 0.32 mm at worst on the bench.
     report.figure("depth error at the stops after calibrating, worst", round(max(got["errors"]), 3), "mm", "< 0.5")
     assert max(got["errors"]) < 0.5

@@ -293,8 +293,10 @@ def _register_groups() -> None:
     from needletrack.hil_cli import hil_command
     from needletrack.image_commands import image_group
     from needletrack.viewer.cli import view_command
+    from needletrack.viewer.review_cli import review_command
 
     main.add_command(calibrate_group)
+    main.add_command(review_command)
     main.add_command(hil_command)
     main.add_command(view_command)
     device_group.add_command(config_command)

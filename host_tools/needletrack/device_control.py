@@ -17,6 +17,7 @@ from rich.table import Table
 from needletrack.link import LinkError, open_link
 from needletrack.protocol import (
     NA,
+    NA32,
     STATUS_UUID,
     Config,
     Opcode,
@@ -81,7 +82,33 @@ COMMANDS: dict[str, tuple[Opcode, tuple[tuple[str, float], ...]]] = {
     "cal-point": (Opcode.CAL_POINT, (("known-depth-mm", 100),)),
     "cal-commit": (Opcode.CAL_COMMIT, ()),
     "cal-abort": (Opcode.CAL_ABORT, ()),
+    "field": (Opcode.READ_FIELD, (("sensor (0 = A, 1 = B)", 1),)),
+    "cal-residual": (Opcode.CAL_RESIDUAL, (("point-index", 1),)),
 }
+
+# What an OK answer's value is, for the commands that return one.
+VALUES: dict[Opcode, str] = {
+    Opcode.TARE: "tare, um",
+    Opcode.CAL_POINT: "field angle, mdeg",
+    Opcode.CAL_COMMIT: "calibration id",
+    Opcode.READ_FIELD: "field angle, mdeg",
+    Opcode.CAL_RESIDUAL: "residual, um",
+}
+
+
+def describe_value(opcode: Opcode, result: Result) -> str:
+    """The answer's value with what it means: e.g. "(field angle, mdeg: -98885)", "" where there is none."""
+    value = result.value
+    if result.code != ResultCode.OK:
+        return f" (value {value})" if value else ""
+    what = VALUES.get(opcode)
+    if what is None:
+        return f" (value {value})" if value else ""
+    if opcode == Opcode.CAL_COMMIT:
+        return f" ({what} {value:04x})"
+    if opcode == Opcode.CAL_RESIDUAL and value == NA32:
+        return " (no fit used this point)"
+    return f" ({what}: {value})"
 
 
 def _wire_args(name: str, values: tuple[str, ...]) -> list[int]:
@@ -142,13 +169,13 @@ def config_command(transport: str, address: str | None) -> None:
 def command_command(name: str, values: tuple[str, ...], transport: str, address: str | None) -> None:
     """Send one control command over a bonded BLE link and show the probe's answer.
 
-    Units: degrees, mm, Hz, seconds, e.g. `set-guide-angle 45`, `set-nogo 17 3`, `set-nogo none 0`.
+    Units: degrees, mm, Hz, seconds, e.g. `set-guide-angle 45`, `set-nogo 17 3`, `set-nogo none 0`; `field 0`
+    reads sensor A's field angle, `cal-residual 3` the fourth point's residual after `cal-commit`.
     """
     opcode = COMMANDS[name][0]
     answer = _run(transport, address, opcode, _wire_args(name, values))
     code = answer.result.code
     colour = "green" if code == ResultCode.OK else "bold red"
-    value = f" (value {answer.result.value})" if answer.result.value else ""
-    console.print(f"{name}: [{colour}]{code.name}[/]{value}")
+    console.print(f"{name}: [{colour}]{code.name}[/]{describe_value(opcode, answer.result)}")
     if code != ResultCode.OK:
         raise SystemExit(1)

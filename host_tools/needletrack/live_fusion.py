@@ -36,6 +36,7 @@ class FusionOptions:
     nogo_mm: float | None = None  # tip depth of the marked structure
     igtl_port: int | None = None  # serve OpenIGTLink on this port (0: any free one)
     fps: float = 30.0  # the fused video's playback rate
+    uncalibrated_ok: bool = False  # open a source without a calibration (the needle is not drawn until one is set)
 
 
 @dataclass
@@ -71,7 +72,7 @@ def open_fusion(opts: FusionOptions, history: SampleHistory, record: Path | None
             cal = from_region(source.region, probe_model=source.path.name, image_size=source.size)
         elif isinstance(source, SyntheticSource):
             cal = source.calibration
-        else:
+        elif not opts.uncalibrated_ok or record is not None or opts.igtl_port is not None:
             source.close()
             raise CalibrationError(f"{opts.frames}: no image calibration; calibrate this probe's images "
                                    "(needletrack image calibrate) and pass --probe-model")
@@ -82,10 +83,12 @@ def open_fusion(opts: FusionOptions, history: SampleHistory, record: Path | None
     igtl = None
     try:
         if record is not None:
+            assert cal is not None  # refused above: a recording's images need their calibration
             record.mkdir(parents=True, exist_ok=True)
             sinks.append(VideoSink(record / FUSED_VIDEO, cal.image_size, opts.fps))
             sinks.append(SequenceSink(record / SEQUENCE, cal))
         if opts.igtl_port is not None:
+            assert cal is not None
             igtl = IgtlServer(opts.igtl_port)
             igtl.start()
             sinks.append(IgtlSink(igtl, cal))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 VERSION = 1
 SAMPLE_SIZE = 20
 NA = -32768
+NA32 = -(1 << 31)  # "no value" in a RESULT's i32 (a CAL_RESIDUAL point no fit used)
 TICK_PERIOD_US = 1 << 30
 
 SERVICE_UUID = "301b0001-5a5e-487c-b7c0-b53a1d892a59"
@@ -61,6 +62,8 @@ class Opcode(enum.IntEnum):
     REBOOT = 0x0B
     READ_CONFIG = 0x0C
     READ_STATUS = 0x0D
+    READ_FIELD = 0x0E
+    CAL_RESIDUAL = 0x0F
 
 
 class ResultCode(enum.IntEnum):
@@ -95,6 +98,8 @@ COMMAND_PAYLOAD: dict[Opcode, str] = {
     Opcode.REBOOT: "",
     Opcode.READ_CONFIG: "",
     Opcode.READ_STATUS: "",
+    Opcode.READ_FIELD: "B",
+    Opcode.CAL_RESIDUAL: "B",
 }
 
 

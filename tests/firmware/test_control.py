@@ -14,6 +14,7 @@ import boards.xiao_esp32s3  # noqa: F401 - the pin map select() will import
 import device
 import packet
 import store
+import depth as depth_mod
 from lsm6dsox_emu import LSM6DSOXEmu
 from tmag5273_emu import TMAG5273Emu
 from vsources import HallAt, ImuAtRest
@@ -110,6 +111,14 @@ def test_bad_commands_are_refused_and_change_nothing():
         (0x7E, "", (), packet.R_UNKNOWN_OPCODE),
         (packet.OP_CAL_POINT, "h", (1000,), packet.R_BAD_STATE),  # not calibrating
         (packet.OP_CAL_COMMIT, "", (), packet.R_BAD_STATE),
+        (packet.OP_READ_FIELD, "B", (2,), packet.R_OUT_OF_RANGE),
+        (packet.OP_READ_FIELD, "B", (255,), packet.R_OUT_OF_RANGE),
+        (packet.OP_READ_FIELD, "", (), packet.R_BAD_LENGTH),
+        (packet.OP_READ_FIELD, "H", (0,), packet.R_BAD_LENGTH),
+        (packet.OP_CAL_RESIDUAL, "B", (0,), packet.R_BAD_STATE),  # nothing committed since boot
+        (packet.OP_CAL_RESIDUAL, "", (), packet.R_BAD_LENGTH),
+        (packet.OP_CAL_RESIDUAL, "H", (0,), packet.R_BAD_LENGTH),
+        (0x10, "B", (0,), packet.R_UNKNOWN_OPCODE),
     )
     for op, fmt, args, want in cases:
         eq(_cmd(dev, op, fmt, *args)[0], want, "opcode 0x%02x %r" % (op, args))
@@ -134,6 +143,8 @@ def test_configuration_needs_an_encrypted_link():
     eq(code, packet.R_OK)
     eq(rec[0], packet.REC_STATUS)
     eq(struct.unpack_from("<H", rec, 10)[0], 200)  # rate
+    eq(_cmd(dev, packet.OP_READ_FIELD, "B", 0, encrypted=False)[0], packet.R_OK)
+    eq(_cmd(dev, packet.OP_CAL_RESIDUAL, "B", 0, encrypted=False)[0], packet.R_BAD_STATE)  # not NOT_PERMITTED
 
 
 def test_tare_makes_the_current_depth_zero():
@@ -144,6 +155,20 @@ def test_tare_makes_the_current_depth_zero():
     _run(dev, 0.2)
     assert abs(dev.depth.depth_um) < 300, dev.depth.depth_um
     eq(store.load_config()[0]["tare_um"], value)
+
+
+# Each sensor's share of the stroke in the factory table, 2 mm slack each side (depth.fit_calibration).
+SHARES_MM = ((-4.969, 47.972), (32.028, 84.969))
+
+
+def _table_um(sensor, angle):
+    # A table's displacement at a field angle: linear between its points, extended past its ends.
+    ang = sensor["angle_mdeg"]
+    disp = sensor["disp_um"]
+    k = 0
+    while k < len(ang) - 2 and angle > ang[k + 1]:
+        k += 1
+    return disp[k] + (angle - ang[k]) * (disp[k + 1] - disp[k]) / (ang[k + 1] - ang[k])
 
 
 def test_jig_calibration_fits_stores_and_clears_uncalibrated():
@@ -159,14 +184,18 @@ def test_jig_calibration_fits_stores_and_clears_uncalibrated():
     eq(_cmd(dev, packet.OP_CAL_BEGIN)[0], packet.R_OK)
     eq(dev.state(), packet.ST_CALIBRATING)
     jig = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0)
+    recorded = []
     for i, mm in enumerate(jig):
         HALL_A.move_to(mm)
         HALL_B.move_to(mm)
         _run(dev, 0.1)
         if i == 3:
             eq(_cmd(dev, packet.OP_CAL_COMMIT)[:2], (packet.R_BAD_STATE, 3))  # too few points yet
+        field = [_cmd(dev, packet.OP_READ_FIELD, "B", i)[:2] for i in (0, 1)]
+        recorded.append([v if c == packet.R_OK else None for c, v in field])
         code, angle, _ = _cmd(dev, packet.OP_CAL_POINT, "h", int(mm * 100))
         eq(code, packet.R_OK, "jig point %g mm" % mm)
+        eq(angle, recorded[-1][0] if recorded[-1][0] is not None else recorded[-1][1])
         assert -180000 < angle <= 180000
     code, cal_id, _ = _cmd(dev, packet.OP_CAL_COMMIT)
     eq(code, packet.R_OK)
@@ -176,6 +205,18 @@ def test_jig_calibration_fits_stores_and_clears_uncalibrated():
     cal, status = store.load_calibration()
     eq(status, store.OK)
     eq(store.calibration_id(cal), cal_id)
+    # Each residual is where the new table puts its point: the table's displacement at the angles recorded
+    # there (read with READ_FIELD just before the CAL_POINT), for the sensors whose share of the stroke holds
+    # the point (their mean where both do), less the jig's value.
+    cal = store.load_calibration()[0]
+    residuals = _residuals(dev)
+    print("residuals (um):", residuals)
+    eq(len(residuals), len(jig))
+    for mm, (a, b), r in zip(jig, recorded, residuals):
+        want = [_table_um(cal["sensors"][i], th) for i, th in ((0, a), (1, b))
+                if th is not None and SHARES_MM[i][0] <= mm <= SHARES_MM[i][1]]
+        near(r, sum(want) / len(want) - mm * 1000, 1, "residual at %g mm" % mm)
+        assert abs(r) < 500, (mm, r)
     HALL_A.move_to(33.0)
     HALL_B.move_to(33.0)
     _run(dev, 0.2)
@@ -183,6 +224,101 @@ def test_jig_calibration_fits_stores_and_clears_uncalibrated():
     # of that table to the jig must bring the depth much closer than the table alone.
     err = abs(dev.depth.depth_um - 33000)
     assert err < 500 and err < factory_err / 2, (err, factory_err)
+
+
+def test_read_field_is_the_angle_cal_point_records():
+    dev = _device()  # the magnet at 20 mm: over sensor A, 40 mm from sensor B
+    code, a, extra = _cmd(dev, packet.OP_READ_FIELD, "B", 0)
+    eq((code, extra), (packet.R_OK, None))
+    eq(a, dev.depth.angle_a)
+    assert -180000 < a <= 180000, a
+    eq(_cmd(dev, packet.OP_CAL_BEGIN)[0], packet.R_OK)
+    eq(_cmd(dev, packet.OP_CAL_POINT, "h", 2000)[:2], (packet.R_OK, a))
+    # The magnet past sensor B, far from A: A has no field (refused), B's angle is what CAL_POINT records.
+    HALL_A.move_to(75.0)
+    HALL_B.move_to(75.0)
+    _run(dev, 0.1)
+    eq(_cmd(dev, packet.OP_READ_FIELD, "B", 0)[:2], (packet.R_BAD_STATE, 0))
+    code, b, _ = _cmd(dev, packet.OP_READ_FIELD, "B", 1)
+    eq(code, packet.R_OK)
+    eq(b, dev.depth.angle_b)
+    eq(_cmd(dev, packet.OP_CAL_POINT, "h", 7500)[:2], (packet.R_OK, b))
+    # The live readout follows the field as the magnet moves.
+    HALL_A.move_to(70.0)
+    HALL_B.move_to(70.0)
+    _run(dev, 0.1)
+    code, b70, _ = _cmd(dev, packet.OP_READ_FIELD, "B", 1)
+    eq(code, packet.R_OK)
+    assert abs(b70 - b) > 2000, (b, b70)
+    # Sensor B off the bus: at fault, no field to read.
+    vboard.detach(0, dev.board.HALL_B_ADDR)
+    _run(dev, 0.2)
+    eq(_cmd(dev, packet.OP_READ_FIELD, "B", 1)[:2], (packet.R_BAD_STATE, 0))
+    eq(_cmd(dev, packet.OP_CAL_ABORT)[0], packet.R_OK)
+
+
+def _angle_at(sensor, um):
+    # The field angle (mdeg) at which a table puts displacement um: its inverse, interpolated and rounded.
+    ang = sensor["angle_mdeg"]
+    disp = sensor["disp_um"]
+    for k in range(len(disp) - 1):
+        if disp[k] <= um <= disp[k + 1]:
+            return round(ang[k] + (um - disp[k]) * (ang[k + 1] - ang[k]) / (disp[k + 1] - disp[k]))
+    raise ValueError("%d um is outside the table" % um)
+
+
+def _record_exact(dev, jig_mm):
+    # CAL_POINTs whose field angles lie exactly on the factory table (set on the estimator, as the loop would):
+    # a sensor reads a field where its share of the stroke is (see depth.fit_calibration), none elsewhere.
+    base = store.default_calibration()["sensors"]
+    for mm in jig_mm:
+        um = round(mm * 1000)
+        a = _angle_at(base[0], um) if um < 46000 else depth_mod.INVALID
+        b = _angle_at(base[1], um) if 34100 < um < 82900 else depth_mod.INVALID
+        if um > 84000:
+            b = 120000  # beyond both shares of the stroke: recorded, but no fit uses it
+        dev.depth.angle_a = a
+        dev.depth.angle_b = b
+        code, value, _ = _cmd(dev, packet.OP_CAL_POINT, "h", round(mm * 100))
+        eq((code, value), (packet.R_OK, a if a != depth_mod.INVALID else b), "CAL_POINT at %g mm" % mm)
+
+
+def _residuals(dev):
+    out = []
+    while True:
+        code, value, _ = _cmd(dev, packet.OP_CAL_RESIDUAL, "B", len(out))
+        if code == packet.R_OUT_OF_RANGE:
+            return out
+        eq(code, packet.R_OK, "CAL_RESIDUAL %d" % len(out))
+        out.append(value)
+
+
+EXACT_MM = (2.0, 8.0, 14.0, 20.0, 26.0, 40.0, 52.0, 60.0, 70.0, 80.0)  # A only, both at 40, B only
+
+
+def test_residuals_of_an_exact_table_are_zero_and_kept_until_the_next_commit():
+    dev = _device()
+    eq(_cmd(dev, packet.OP_CAL_RESIDUAL, "B", 0)[:2], (packet.R_BAD_STATE, 0))  # nothing committed yet
+    eq(_cmd(dev, packet.OP_CAL_BEGIN)[0], packet.R_OK)
+    _record_exact(dev, EXACT_MM)
+    eq(_cmd(dev, packet.OP_CAL_RESIDUAL, "B", 0)[:2], (packet.R_BAD_STATE, 0))  # points, but no commit
+    code, cal_id, _ = _cmd(dev, packet.OP_CAL_COMMIT)
+    eq(code, packet.R_OK)
+    # The fit gives back the factory table itself, which puts every point exactly where the jig says.
+    eq(dev.cal["sensors"], store.default_calibration()["sensors"])
+    eq(_residuals(dev), [0] * len(EXACT_MM))
+    eq(_cmd(dev, packet.OP_CAL_RESIDUAL, "B", 255)[:2], (packet.R_OUT_OF_RANGE, 0))
+    # A new calibration under way, refused or aborted: the residuals are still those of the committed one.
+    eq(_cmd(dev, packet.OP_CAL_BEGIN)[0], packet.R_OK)
+    _record_exact(dev, (10.0, 20.0))
+    eq(_cmd(dev, packet.OP_CAL_COMMIT)[:2], (packet.R_BAD_STATE, 2))
+    eq(_cmd(dev, packet.OP_CAL_ABORT)[0], packet.R_OK)
+    eq(_residuals(dev), [0] * len(EXACT_MM))
+    # The next commit replaces them; a point outside both sensors' shares of the stroke has none (NA32).
+    eq(_cmd(dev, packet.OP_CAL_BEGIN)[0], packet.R_OK)
+    _record_exact(dev, EXACT_MM + (150.0,))
+    eq(_cmd(dev, packet.OP_CAL_COMMIT)[:2], (packet.R_OK, cal_id))
+    eq(_residuals(dev), [0] * len(EXACT_MM) + [packet.NA32])
 
 
 def test_calibration_abort_keeps_the_old_table():
@@ -305,3 +441,13 @@ def test_a_rate_set_while_the_imu_is_gone_applies_when_it_comes_back():
     _collect(dev, reader, 1.0, got)
     near(_rate(got, 10, len(got) - 1), 1000, 1.5, "samples per second")
     eq([f & packet.F_IMU_FAULT for _, _, _, f in got], [0] * len(got))
+
+
+def test_calibration_takes_at_most_255_points():
+    dev = _device()
+    eq(_cmd(dev, packet.OP_CAL_BEGIN)[0], packet.R_OK)
+    for _ in range(255):
+        eq(_cmd(dev, packet.OP_CAL_POINT, "h", 2000)[0], packet.R_OK)
+    code, value = _cmd(dev, packet.OP_CAL_POINT, "h", 2000)[:2]
+    eq((code, value), (packet.R_BAD_STATE, 255))  # the residuals' u8 index could not reach a 256th
+    eq(len(dev.control.jig_um), 255)

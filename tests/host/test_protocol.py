@@ -122,3 +122,26 @@ def test_any_well_formed_batch_decodes_exactly(rows):
         assert (s.seq, s.device_time_us, int(s.flags)) == (seq, t, flags)
         assert s.needle_angle_deg == (None if vals[0] == protocol.NA else pytest.approx(vals[0] / 100))
         assert s.roll_deg == (None if vals[5] == protocol.NA else pytest.approx(vals[5] / 100))
+
+
+def test_the_field_and_residual_commands_take_one_byte_and_read_as_words_on_the_command_line():
+    from needletrack import device_control as dc
+
+    assert protocol.encode_command(protocol.Opcode.READ_FIELD, 5, 1) == bytes((0x0E, 5, 1))
+    assert protocol.encode_command(protocol.Opcode.CAL_RESIDUAL, 6, 255) == bytes((0x0F, 6, 255))
+    for bad in ((256,), (-1,), ()):
+        with pytest.raises(ProtocolError):
+            protocol.encode_command(protocol.Opcode.READ_FIELD, 1, *bad)
+    assert dc.COMMANDS["field"][0] is protocol.Opcode.READ_FIELD
+    assert dc.COMMANDS["cal-residual"][0] is protocol.Opcode.CAL_RESIDUAL
+    assert dc._wire_args("field", ("1",)) == [1] and dc._wire_args("cal-residual", ("7",)) == [7]
+    ok = protocol.ResultCode.OK
+
+    def said(op: protocol.Opcode, code: protocol.ResultCode, value: int) -> str:
+        return dc.describe_value(op, protocol.Result(int(op), 1, code, value))
+
+    assert said(protocol.Opcode.READ_FIELD, ok, -98885) == " (field angle, mdeg: -98885)"
+    assert said(protocol.Opcode.CAL_RESIDUAL, ok, -35) == " (residual, um: -35)"
+    assert said(protocol.Opcode.CAL_RESIDUAL, ok, protocol.NA32) == " (no fit used this point)"
+    assert said(protocol.Opcode.CAL_COMMIT, ok, 0xBEEF) == " (calibration id beef)"
+    assert said(protocol.Opcode.CAL_COMMIT, protocol.ResultCode.BAD_STATE, 3) == " (value 3)"

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from needletrack.sim import scenario
+from needletrack.sim import depth_jig, feed, scenario
 from needletrack.sim.scenario import ScenarioError
 
 GOOD = {
@@ -25,11 +25,38 @@ GOOD = {
 def test_every_library_scenario_loads_and_covers_its_duration():
     names = scenario.library()
     for required in ("still_probe", "slow_fan", "fast_sweep", "dry_needling", "sensor_unplugged",
-                     "stray_magnet", "long_session_20min"):
+                     "stray_magnet", "long_session_20min", "depth_jig"):
         assert required in names
     for name in names:
         sc = scenario.load(name)
         assert sc.attitude[-1, 0] <= sc.duration_s and sc.depth[-1, 0] <= sc.duration_s
+
+
+def test_depth_jig_holds_at_every_factory_stop_in_turn_and_repeats_seamlessly():
+    sc = scenario.load("depth_jig")
+    cycle = depth_jig.JigCycle()
+    assert sc.to_json()["depth"] == depth_jig.scenario(cycle)["depth"]  # the file is the generator's output
+    assert sc.duration_s == pytest.approx(cycle.period_s)
+    assert not sc.attitude[:, 1:].any() and sc.imperfections.tremor_deg == 0  # the probe still
+    for i, (start, end) in enumerate(cycle.holds()):
+        assert end - start == pytest.approx(3.0)
+        t = np.linspace(start, end, 7)
+        np.testing.assert_allclose(sc.depth_at(t), feed.JIG_MM[i])
+        assert cycle.stop_at((start + end) / 2) == i and cycle.stop_at(start - 0.1) is None
+    assert [start for start, _ in cycle.holds()] == sorted(start for start, _ in cycle.holds())
+    assert sc.depth_at(sc.duration_s) == sc.depth_at(0.0) == feed.JIG_MM[0]  # the next cycle starts there
+    assert cycle.until_stop(0, sc.duration_s - 1.0) == pytest.approx(1.0)
+
+
+def test_a_jig_cycle_with_a_saturated_stretch_has_no_field_then():
+    cycle = depth_jig.JigCycle(hold_s=1.0, speed_mm_s=50.0, saturated_s=1.0)
+    sc = scenario.parse(depth_jig.scenario(cycle, "fast_jig"))
+    assert sc.duration_s == pytest.approx(cycle.period_s)
+    assert [(f.kind, f.sensor) for f in sc.faults] == [("saturate", "hall_a"), ("saturate", "hall_b")]
+    for f in sc.faults:
+        assert (f.t_s, f.until_s) == (pytest.approx(cycle.saturated_at_s), pytest.approx(cycle.period_s))
+    assert cycle.saturated(cycle.period_s - 0.5) and not cycle.saturated(0.5)
+    assert cycle.stop_at(cycle.period_s - 0.5) is None
 
 
 def test_long_session_crosses_the_device_tick_wrap():

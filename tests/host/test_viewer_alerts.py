@@ -280,3 +280,35 @@ def test_a_confirmed_setup_turns_into_a_mismatch_when_samples_come_with_another_
     assert [a.kind for a in alerts] == [AlertKind.NO_SIGNAL, AlertKind.SETUP_MISMATCH]
     assert alerts[1].priority is Priority.HIGH
     assert [a.kind for a in active_alerts(None, True, Flag(0), None, watching=False, setup=moved)] == []
+
+
+class _SlowProbe(_Link):
+    """Holds one command at a time, as the probe's control characteristic does: a write before the answer
+    overwrites the command under way, which is then never answered."""
+
+    def __init__(self) -> None:
+        super().__init__(ResultCode.OK)
+        self.holding: bytes | None = None
+
+    async def write_control(self, command: bytes, *, response: bool = True) -> None:
+        self.sent.append(command)
+        self.holding = command
+        asyncio.get_running_loop().call_later(0.02, self._answer)
+
+    def _answer(self) -> None:
+        if self.holding is not None:
+            op, token = self.holding[0], self.holding[1]
+            self.holding = None
+            self.callback(struct.pack("<BBBBi", 2, op, token, 0, 0))
+
+
+def test_commands_sent_together_go_one_at_a_time_and_all_are_answered():
+    async def go():
+        link = _SlowProbe()
+        ch = CommandChannel()
+        await ch.attach(link)
+        results = await asyncio.gather(*(ch.send(link, Opcode.READ_STATUS, timeout=1.0) for _ in range(3)))
+        return link, results
+
+    link, results = asyncio.run(go())
+    assert [r.token for r in results] == [c[1] for c in link.sent] and len(set(r.token for r in results)) == 3

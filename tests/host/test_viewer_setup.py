@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -19,9 +20,10 @@ from needletrack.sim import scenario, serve
 from needletrack.viewer import theme as th
 from needletrack.viewer.alerts import AlertKind
 from needletrack.viewer.engine import SETUP_HIDDEN, LiveEngine
-from needletrack.viewer.frame_feed import FrameFeed
+from needletrack.viewer.frame_feed import FrameFeed, open_feed
 from needletrack.viewer.main_window import MainWindow
 from needletrack.viewer.procedure import Procedure, SetupState
+from needletrack.viewer.procedure_panel import summary
 from needletrack.viewer.snapshot import Phase
 from tests.host.viewer_support import TRAJECTORY_BGR, colour_pixels, pump_until
 
@@ -221,3 +223,20 @@ def test_the_latency_wizard_measures_the_frames_delay_and_uses_it(live, qtbot):
     shown = f"latency {est.lag_s * 1000:.0f} ms"
     qtbot.waitUntil(lambda: shown in window.procedure.text.text(), timeout=2000)
     wizard.close()
+
+
+def test_a_source_without_an_image_calibration_opens_uncalibrated_until_one_is_chosen(tmp_path):
+    path = tmp_path / "scanner.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 480))
+    for k in range(50):
+        writer.write(np.full((480, 640, 3), 40 + k, np.uint8))
+    writer.release()
+    feed = open_feed(f"video:{path}", store=tmp_path / "none.json")
+    assert feed.calibration is None
+    with LiveEngine("tcp-client:127.0.0.1:9", feed=feed, record_root=tmp_path) as engine:
+        pump_until(lambda: engine.snapshot().image is not None, 5.0, "a frame")
+        snap = engine.snapshot()
+        assert snap.calibration is None and "image not calibrated" in summary(snap)
+        cal = SyntheticSource(scenario.parse(PISTONING), size=(640, 480)).calibration
+        assert engine.set_image_calibration(cal)
+        assert engine.snapshot().calibration == cal and feed.calibration == cal

@@ -149,7 +149,7 @@ def test_the_sound_never_fails_offscreen_and_mute_silences_it_only(qtbot):
     sound.close()
 
 
-def test_the_view_command_refuses_frames_it_cannot_place_before_opening_a_window(tmp_path):
+def test_the_view_command_refuses_a_calibration_it_cannot_find_before_opening_a_window(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from needletrack.viewer.cli import view_command
@@ -165,8 +165,11 @@ def test_the_view_command_refuses_frames_it_cannot_place_before_opening_a_window
     for _ in range(3):
         w.write(np.zeros((48, 64, 3), np.uint8))
     w.release()
-    res = CliRunner().invoke(view_command, ["-t", "tcp-client:127.0.0.1:9", "--frames", f"video:{video}"])
-    assert res.exit_code != 0 and "calibrat" in res.output
+    # (Without --probe-model the source opens uncalibrated, to be calibrated in the window.)
+    monkeypatch.setenv("NEEDLETRACK_CONFIG", str(tmp_path / "config"))
+    res = CliRunner().invoke(view_command, ["-t", "tcp-client:127.0.0.1:9", "--frames", f"video:{video}",
+                                            "--probe-model", "L12-5"])
+    assert res.exit_code != 0 and "no image calibration for probe model 'L12-5'" in res.output
     res = CliRunner().invoke(view_command, ["--frames", "synthetic:dry_needling", "--nogo-margin", "-1"])
     assert res.exit_code != 0 and "margin" in res.output
 

@@ -4,7 +4,8 @@ The status characteristic carries three kinds of record: RESULT (the answer to a
 opcode and token), STATUS (sent every 2 s and on request: battery, device state) and CONFIG (on request).
 One subscription per connection feeds them all: answers go to the command waiting for that token, status and
 configuration to the callbacks. A command whose link drops before its answer fails at once, not at its
-timeout.
+timeout. One command is in flight at a time: the probe's control characteristic holds one value, and a command
+written before the last one was taken from it would overwrite it (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class CommandChannel:
         self.malformed = 0
         self._tokens = itertools.count(1)
         self._pending: dict[tuple[int, int], asyncio.Future[Result]] = {}
+        self._one_at_a_time: asyncio.Lock | None = None  # made on the loop that sends
 
     async def attach(self, link: Link) -> None:
         """Subscribe to the status records of a (new) connection. Raises LinkError where the link has none."""
@@ -67,6 +69,12 @@ class CommandChannel:
         """Write one command and wait for its RESULT. The link must be encrypted (paired) for most commands."""
         token = next(self._tokens) & 0xFF
         command = encode_command(opcode, token, *args)  # a malformed command fails here, before the link
+        if self._one_at_a_time is None:
+            self._one_at_a_time = asyncio.Lock()
+        async with self._one_at_a_time:
+            return await self._send(link, opcode, token, command, timeout)
+
+    async def _send(self, link: Link, opcode: Opcode, token: int, command: bytes, timeout: float) -> Result:
         key = (int(opcode), token)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[key] = future

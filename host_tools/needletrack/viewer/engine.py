@@ -201,14 +201,19 @@ class LiveEngine:
         """The no-go tip depth (None: clear) and its margin (None: keep), on the probe and in the viewer."""
         return self._submit(self._set_nogo(depth_mm, margin_mm), "no-go depth")
 
-    def set_image_calibration(self, calibration: Calibration | None) -> None:
-        """Place the needle with another image calibration from the next frame on (None: draw no needle)."""
-        if self.feed is not None and calibration is not None:
+    def set_image_calibration(self, calibration: Calibration | None) -> bool:
+        """Place the needle with another image calibration from the next frame on (None: draw no needle).
+        Refused (False, with a message) while recording: the recording's needle poses use one calibration."""
+        if self.recorder is not None or self._saving is not None:
+            self._message(Level.ERROR, "stop the recording before changing the image calibration")
+            return False
+        if self.feed is not None:
             self.feed.calibration = calibration
         if self.fuser is not None:
             self.fuser.calibration = calibration
         what = "none" if calibration is None else f"{calibration.probe_model} ({calibration.method})"
         self._message(Level.INFO, f"image calibration: {what}")
+        return True
 
     def measure_latency(self, seconds: float = 20.0) -> Future[LatencyEstimate]:
         """Read the needle echo from the frames for ``seconds`` while the needle moves; the lag that matches
@@ -652,7 +657,9 @@ class LiveEngine:
                                            feed.fps if feed is not None else 30.0)
         self.recorder = recorder
         self._sink.recorder = recorder
-        self._message(Level.INFO, f"recording to {path}")
+        uncalibrated = feed is not None and feed.calibration is None
+        self._message(Level.INFO, f"recording to {path}" + (
+            ": samples only, the image is not calibrated (I)" if uncalibrated else ""))
         return path
 
     async def _stop_recording(self) -> Path | None:

@@ -31,7 +31,7 @@ class FrameFeed:
     synthetic source, after the frame under way for others; ``ended`` is set once the reader let go of it."""
 
     source: FrameSource
-    calibration: Calibration
+    calibration: Calibration | None  # None: not calibrated yet (the needle is not drawn; calibrate with I)
     video_latency_s: float = 0.0
     fps: float = DEFAULT_FPS
     # A synthetic source only: the host time its scenario starts at (default: when reading starts; the virtual
@@ -96,10 +96,11 @@ def looped(source: SyntheticSource, start_s: float | None = None, stop: threadin
 
 def open_feed(spec: str, *, probe_model: str | None = None, video_latency_s: float = 0.0,
               store: Path | None = None) -> FrameFeed:
-    """Raises CalibrationError or FrameSourceError, with the reason, when the source cannot be used."""
-    opened = open_fusion(FusionOptions(spec, probe_model, store, video_latency_s), SampleHistory(capacity=1), None)
+    """Raises CalibrationError (a stored calibration that cannot be read) or FrameSourceError, with the reason,
+    when the source cannot be used. A source with no calibration opens uncalibrated."""
+    opened = open_fusion(FusionOptions(spec, probe_model, store, video_latency_s, uncalibrated_ok=True),
+                         SampleHistory(capacity=1), None)
     calibration = opened.fuser.calibration
-    assert calibration is not None  # open_fusion refuses a source it cannot calibrate
     fps = float(getattr(opened.source, "fps", DEFAULT_FPS))  # synthetic and played-back files know theirs
     return FrameFeed(opened.source, calibration, video_latency_s, fps,
                      follows_probe_clock=isinstance(opened.source, SyntheticSource))

@@ -149,8 +149,11 @@ class ImageCalibrationWizard(QDialog):
             self._show(f"Not saved: {e}", th.RED_TEXT)
             return
         self.calibration = cal
-        self.engine.set_image_calibration(cal)
-        self._show(f"Saved for {cal.probe_model} in {self.store.path} and in use.", th.GREEN)
+        if self.engine.set_image_calibration(cal):
+            self._show(f"Saved for {cal.probe_model} in {self.store.path} and in use.", th.GREEN)
+        else:
+            self._show(f"Saved for {cal.probe_model} in {self.store.path}; not in use yet: stop the recording and "
+                       "choose it in the setup (U).", th.AMBER)
 
     def _show(self, text: str, colour: str) -> None:
         self.result_label.setStyleSheet(f"color: {colour};")
