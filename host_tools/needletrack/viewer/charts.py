@@ -37,25 +37,31 @@ def _range(lo: float, hi: float, min_span: float, step: float) -> tuple[float, f
     return lo, hi
 
 
+def style_plot(item: pg.PlotItem, title: str, unit: str, theme: th.Theme) -> None:
+    """The viewer's look on a plot: bold title, white ticks inside the axes, fixed left axis width (so charts side
+    by side line up), no mouse zoom or menu (a seek or nothing: never a chart lost off screen)."""
+    item.setTitle(f"<span style='font-size:{theme.px(20)}px; font-weight:bold; color:{th.TEXT}'>{title}</span>")
+    font = QFont(th.FAMILY)
+    font.setPixelSize(theme.px(theme.chart_px))
+    for name in ("left", "bottom"):
+        axis = item.getAxis(name)
+        axis.setTextPen(th.TEXT)
+        axis.setPen(pg.mkPen(th.TEXT_DIM))
+        axis.setStyle(tickFont=font, tickLength=-theme.px(6))
+    item.getAxis("left").setWidth(theme.px(56))
+    item.setLabel("left", unit, **{"font-size": f"{theme.px(theme.chart_px)}px", "color": th.TEXT_DIM})
+    item.setMouseEnabled(x=False, y=False)
+    item.hideButtons()
+    item.setMenuEnabled(False)
+
+
 class StripChart(pg.PlotWidget):  # pyqtgraph has no type information: its classes are Any to mypy
     def __init__(self, title: str, unit: str, theme: th.Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent=parent, background=th.PANEL)
         self.theme = theme
         item = self.getPlotItem()
-        item.setTitle(f"<span style='font-size:{theme.px(20)}px; font-weight:bold; color:{th.TEXT}'>{title}</span>")
-        font = QFont(th.FAMILY)
-        font.setPixelSize(theme.px(theme.chart_px))
-        for name in ("left", "bottom"):
-            axis = item.getAxis(name)
-            axis.setTextPen(th.TEXT)
-            axis.setPen(pg.mkPen(th.TEXT_DIM))
-            axis.setStyle(tickFont=font, tickLength=-theme.px(6))
-        item.getAxis("left").setWidth(theme.px(56))
-        item.setLabel("left", unit, **{"font-size": f"{theme.px(theme.chart_px)}px", "color": th.TEXT_DIM})
+        style_plot(item, title, unit, theme)
         item.setLabel("bottom", "s", **{"font-size": f"{theme.px(theme.chart_px)}px", "color": th.TEXT_DIM})
-        item.setMouseEnabled(x=False, y=False)
-        item.hideButtons()
-        item.setMenuEnabled(False)
         self.curves: list[pg.PlotDataItem] = []
         self._markers: list[pg.InfiniteLine] = []
         self._range: tuple[float, float] | None = None

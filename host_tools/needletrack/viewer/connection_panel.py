@@ -67,12 +67,7 @@ class ConnectionPanel(QGroupBox):
         return self._found[i].address if 0 <= i < len(self._found) else None
 
     def _set(self, name: str, text: str, colour: str = th.TEXT) -> None:
-        label = self.values[name]
-        if label.text() != text:
-            label.setText(text)
-        style = f"color: {colour};"
-        if label.styleSheet() != style:
-            label.setStyleSheet(style)
+        th.Theme.set_label(self.values[name], text, colour)
 
     def show_link(self, link: LinkInfo, found: tuple[Found, ...]) -> None:
         if found != self._found:

@@ -78,11 +78,7 @@ class DepthWizard(QDialog):
         self.flow = DepthCalibration(engine)
         self.setWindowTitle("Depth calibration with the jig")
         self.setModal(False)
-        self.setStyleSheet(theme.stylesheet() + f"QDialog {{ background: {th.PANEL}; }}"
-                           f"QLineEdit, QTableWidget {{ background: #202020; border: 1px solid #5a5a5a; }}"
-                           f"QHeaderView::section {{ background: #2a2a2a; color: {th.TEXT_DIM}; border: none; }}"
-                           f"QPushButton:disabled {{ color: #777777; border-color: #3a3a3a; }}")
-        self.setFont(theme.font(theme.panel_px))
+        theme.style_dialog(self)
         self.pages = QStackedWidget()
         self.intro_page = self._intro_page()
         self.record_page = self._record_page()

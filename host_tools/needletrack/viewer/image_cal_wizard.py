@@ -72,9 +72,7 @@ class ImageCalibrationWizard(QDialog):
         self.calibration: Calibration | None = None
         self.setWindowTitle("Calibrate the image: two needle tips")
         self.setModal(False)
-        self.setStyleSheet(theme.stylesheet() + f"QDialog {{ background: {th.PANEL}; }}"
-                           f"QLineEdit {{ background: #202020; border: 1px solid #5a5a5a; }}")
-        self.setFont(theme.font(theme.panel_px))
+        theme.style_dialog(self)
         steps = QLabel("1. Insert the needle a little (5-10 mm) and hold it; pick its tip on the image.\n"
                        "2. Insert it at least 10 mm further and hold it; pick the tip again.\n"
                        "The probe's depth at each frame is paired with the click.")

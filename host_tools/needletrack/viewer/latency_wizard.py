@@ -41,9 +41,7 @@ class LatencyWizard(QDialog):
         self._plot_dir = Path(tempfile.mkdtemp(prefix="needletrack-latency-"))
         self.setWindowTitle("Measure the video latency")
         self.setModal(False)
-        self.setStyleSheet(theme.stylesheet() + f"QDialog {{ background: {th.PANEL}; }}"
-                           f"QDoubleSpinBox {{ background: #202020; border: 1px solid #5a5a5a; }}")
-        self.setFont(theme.font(theme.panel_px))
+        theme.style_dialog(self)
         steps = QLabel("With the needle in the guide and its echo visible (water bath or phantom), press Start, "
                        "then move the needle in and out by 10-30 mm, briskly and irregularly, until the bar is "
                        "full. The echo on each frame is matched with the probe's depth.")

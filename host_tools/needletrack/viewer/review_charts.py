@@ -14,10 +14,11 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, Qt, Signal
-from PySide6.QtGui import QFont, QMouseEvent
+from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from needletrack.viewer import theme as th
+from needletrack.viewer.charts import style_plot
 
 TIP_YELLOW = "#ffe14d"
 PASS_GREY = "#9a9a9a"
@@ -50,19 +51,7 @@ class SessionChart(pg.PlotWidget):  # pyqtgraph has no type information: its cla
         super().__init__(parent=parent, background=th.PANEL)
         self.theme = theme
         item = self.getPlotItem()
-        item.setTitle(f"<span style='font-size:{theme.px(20)}px; font-weight:bold; color:{th.TEXT}'>{title}</span>")
-        font = QFont(th.FAMILY)
-        font.setPixelSize(theme.px(theme.chart_px))
-        for name in ("left", "bottom"):
-            axis = item.getAxis(name)
-            axis.setTextPen(th.TEXT)
-            axis.setPen(pg.mkPen(th.TEXT_DIM))
-            axis.setStyle(tickFont=font, tickLength=-theme.px(6))
-        item.getAxis("left").setWidth(theme.px(56))
-        item.setLabel("left", unit, **{"font-size": f"{theme.px(theme.chart_px)}px", "color": th.TEXT_DIM})
-        item.setMouseEnabled(x=False, y=False)
-        item.hideButtons()
-        item.setMenuEnabled(False)
+        style_plot(item, title, unit, theme)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.duration_s = 0.0
         self.y = (0.0, 1.0)

@@ -119,12 +119,7 @@ class SampleDetails(QFrame):
         grid.setColumnStretch(1, 1)
 
     def set(self, name: str, text: str, colour: str = th.TEXT) -> None:
-        label = self.values[name]
-        if label.text() != text:
-            label.setText(text)
-        style = f"color: {colour};"
-        if label.styleSheet() != style:
-            label.setStyleSheet(style)
+        th.Theme.set_label(self.values[name], text, colour)
 
 
 class ReviewWindow(QMainWindow):

@@ -85,10 +85,7 @@ class SetupDialog(QDialog):
         self.store = store or CalibrationStore()
         self.setWindowTitle("Set up the procedure")
         self.setModal(False)
-        self.setStyleSheet(theme.stylesheet() + f"QDialog {{ background: {th.PANEL}; }}"
-                           f"QDoubleSpinBox {{ background: #202020; border: 1px solid #5a5a5a;"
-                           f" padding: {theme.px(4)}px; }}")
-        self.setFont(theme.font(theme.panel_px))
+        theme.style_dialog(self)
         self.guide = QComboBox()
         self.guide.addItems([f"{g:g}°" for g in GUIDE_DETENTS_DEG])
         self.needle = QComboBox()

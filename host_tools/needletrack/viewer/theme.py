@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QLabel, QWidget
 
 BACKGROUND = "#000000"
 PANEL = "#151515"
@@ -53,6 +54,27 @@ class Theme:
     banner_title_px: int = 46
     banner_detail_px: int = 24
     chart_px: int = 17
+
+    @staticmethod
+    def set_label(label: QLabel, text: str, colour: str = TEXT) -> None:
+        """Text and colour, each set only when it changed (a style sheet set again re-polishes the widget)."""
+        if label.text() != text:
+            label.setText(text)
+        style = f"color: {colour};"
+        if label.styleSheet() != style:
+            label.setStyleSheet(style)
+
+    def style_dialog(self, dialog: QWidget) -> None:
+        """The viewer's look on a dialog of its own: panel background, dark inputs, the panel font."""
+        p = self.px
+        dialog.setStyleSheet(self.stylesheet() + f"""
+        QDialog {{ background: {PANEL}; }}
+        QLineEdit, QDoubleSpinBox, QSpinBox, QTableWidget {{ background: #202020; border: 1px solid #5a5a5a;
+                                                           padding: {p(4)}px; }}
+        QHeaderView::section {{ background: #2a2a2a; color: {TEXT_DIM}; border: none; }}
+        QPushButton:disabled {{ color: #777777; border-color: #3a3a3a; }}
+        """)
+        dialog.setFont(self.font(self.panel_px))
 
     def stylesheet(self) -> str:
         p = self.px
