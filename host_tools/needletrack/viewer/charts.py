@@ -26,7 +26,7 @@ MAX_MARKERS = 24
 GRID = "#333333"
 
 
-def _range(lo: float, hi: float, min_span: float, step: float) -> tuple[float, float]:
+def y_range(lo: float, hi: float, min_span: float, step: float) -> tuple[float, float]:
     """A y range covering lo..hi, at least min_span tall, its ends on multiples of step."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return 0.0, min_span
@@ -143,5 +143,5 @@ class StripCharts(QWidget):
             lo_a = np.nanmin(data.angle_deg) if len(data.t) else math.nan
             hi_a = np.nanmax(data.angle_deg) if len(data.t) else math.nan
         top = max(float(top) if math.isfinite(top) else 0.0, nogo_depth_mm or 0.0)
-        self.depth_chart.set_y(*_range(0.0, top + 4.0, 30.0, 10.0))
-        self.angle_chart.set_y(*_range(float(lo_a) - 3.0, float(hi_a) + 3.0, 20.0, 10.0))
+        self.depth_chart.set_y(*y_range(0.0, top + 4.0, 30.0, 10.0))
+        self.angle_chart.set_y(*y_range(float(lo_a) - 3.0, float(hi_a) + 3.0, 20.0, 10.0))

@@ -18,22 +18,11 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from needletrack.viewer import theme as th
-from needletrack.viewer.charts import style_plot
+from needletrack.viewer.charts import style_plot, y_range
 
 TIP_YELLOW = "#ffe14d"
 PASS_GREY = "#9a9a9a"
 CURSOR = "#ffffff"
-
-
-def y_range(lo: float, hi: float, min_span: float, step: float) -> tuple[float, float]:
-    """A y range covering lo..hi, at least min_span tall, its ends on multiples of step."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return 0.0, min_span
-    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
-    if hi - lo < min_span:
-        mid = (hi + lo) / 2
-        lo, hi = math.floor((mid - min_span / 2) / step) * step, math.ceil((mid + min_span / 2) / step) * step
-    return lo, hi
 
 
 def _span(values: list[np.ndarray]) -> tuple[float, float]:
