@@ -10,6 +10,7 @@ says so and is skipped where it cannot run.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import re
 import time
@@ -52,9 +53,17 @@ class Streamed:
 
 
 async def _stream(central: Central, seconds: float) -> Streamed:
+    """Notifications for ``seconds``. The test process's own garbage collection is held meanwhile: after the
+    suite's GUI tests a full collection here can pause the host for a few hundred ms, and the arrival times
+    would show that pause as a silence of the probe's."""
     out = Streamed()
-    await central.link.start_notify(out.on_note)
-    await asyncio.sleep(seconds)
+    gc.collect()
+    gc.disable()
+    try:
+        await central.link.start_notify(out.on_note)
+        await asyncio.sleep(seconds)
+    finally:
+        gc.enable()
     return out
 
 
