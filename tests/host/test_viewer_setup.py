@@ -192,8 +192,24 @@ def test_the_image_is_calibrated_by_clicking_the_needle_tip_at_two_depths(live, 
     assert CalibrationStore(tmp_path / "cal.json").load("bench-probe") == cal
     assert window.last_snapshot is not None
     qtbot.waitUntil(lambda: engine.snapshot().calibration == cal, timeout=1000)
-    engine.set_image_calibration(truth)
     wizard.close()
+    # The setup lists the source's own calibration and the stored one; choosing one places the needle with it.
+    engine.set_image_calibration(truth)
+    _key(qtbot, window, Qt.Key.Key_U)
+    dialog = window.setup_dialog
+    dialog.store = CalibrationStore(tmp_path / "cal.json")
+    dialog.load(engine.snapshot())
+    labels = [dialog.image_cal.itemText(i) for i in range(dialog.image_cal.count())]
+    assert labels[0].startswith("the source's: synthetic") and labels[1].startswith("bench-probe (two-point")
+    dialog.image_cal.setCurrentIndex(1)
+    dialog.confirm()
+    qtbot.waitUntil(lambda: not dialog.busy, timeout=10000)
+    assert engine.snapshot().calibration == cal
+    dialog.image_cal.setCurrentIndex(0)
+    dialog.confirm()
+    qtbot.waitUntil(lambda: not dialog.busy, timeout=10000)
+    assert engine.snapshot().calibration == truth
+    dialog.close()
 
 
 def test_a_click_where_there_is_no_needle_depth_is_refused(live):
