@@ -6,13 +6,14 @@ source), arriving 80 ms late."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from needletrack import geometry
+from needletrack import geometry, recording
 from needletrack.frames.synthetic import SyntheticSource
 from needletrack.geometry import CalibrationStore
 from needletrack.protocol import Opcode, ResultCode
@@ -256,3 +257,20 @@ def test_a_source_without_an_image_calibration_opens_uncalibrated_until_one_is_c
         cal = SyntheticSource(scenario.parse(PISTONING), size=(640, 480)).calibration
         assert engine.set_image_calibration(cal)
         assert engine.snapshot().calibration == cal and feed.calibration == cal
+
+
+def test_settings_changed_while_recording_are_in_its_events_and_the_image_calibration_is_kept(live):
+    engine, _, source = live
+    directory = engine.start_recording().result(10)
+    try:
+        engine.set_nogo(22.0).result(10)
+        engine.set_video_latency(0.05)
+        other = replace(source.calibration, probe_model="other")
+        assert not engine.set_image_calibration(other)  # the recording's needle poses use one calibration
+        assert engine.snapshot().calibration == source.calibration
+    finally:
+        engine.stop_recording().result(30)
+        engine.set_video_latency(0.0)
+        engine.set_nogo(None).result(10)
+    kinds = {(kind, value) for _, kind, value in recording.load(directory).events}
+    assert ("nogo", "22.00 mm") in kinds and ("video_latency", "50.0 ms") in kinds

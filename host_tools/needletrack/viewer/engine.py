@@ -225,6 +225,7 @@ class LiveEngine:
             self.feed.video_latency_s = seconds
         if self.fuser is not None:
             self.fuser.video_latency_s = seconds
+        self._record_event("video_latency", f"{seconds * 1000:.1f} ms")  # frames from here on are placed with it
         self._message(Level.INFO, f"video latency: {seconds * 1000:.1f} ms")
 
     # -- the snapshot (any thread)
@@ -257,6 +258,7 @@ class LiveEngine:
         if now - self._disk[0] > DISK_EVERY_S:
             self._disk = (now, free_bytes(self.record_root))
         recorder = self.recorder or self._saving
+        capture = self._capture_sink.capture  # once: the engine thread may end it meanwhile
         return Snapshot(
             t=now,
             link=self._link_info(session, rx, age, quality),
@@ -279,7 +281,7 @@ class LiveEngine:
             frame_state=None if frame is None else frame.state,
             video_latency_s=0.0 if self.fuser is None else self.fuser.video_latency_s,
             raw_image=None if frame is None else frame.frame.image,
-            latency_capture=None if self._capture_sink.capture is None else self._capture_sink.capture.progress(),
+            latency_capture=None if capture is None else capture.progress(),
             recording=None if recorder is None else recorder.info(now),
             free_disk_bytes=self._disk[1],
             record_root=self.record_root,
@@ -416,9 +418,7 @@ class LiveEngine:
                 self.status = record
         if reconnection:
             self._message(Level.INFO, "link back: reconnected")
-            last = self.rx.last
-            if self.recorder is not None:
-                self.recorder.add_event(last.device_s if last else 0.0, "link", "reconnected")
+            self._record_event("link", "reconnected")
         # Not awaited: encryption takes a round trip or two, and samples are flowing already. The control
         # characteristic takes encrypted writes only, so reading the configuration pairs (with the stored bond).
         asyncio.get_running_loop().create_task(self._quietly(self._sync_config(), "reading the probe's setup"))
@@ -599,10 +599,13 @@ class LiveEngine:
         self.nogo = nogo
         if self.fuser is not None:
             self.fuser.nogo = nogo
-        if self.recorder is not None:
-            last = self.rx.last
-            self.recorder.add_event(last.device_s if last else 0.0, "nogo",
-                                    "cleared" if nogo.depth_mm is None else f"{nogo.depth_mm:.2f} mm")
+        self._record_event("nogo", "cleared" if nogo.depth_mm is None else f"{nogo.depth_mm:.2f} mm")
+
+    def _record_event(self, kind: str, value: str) -> None:
+        """An event in the recording under way, if any, at the device time of the newest sample."""
+        recorder, last = self.recorder, self.rx.last
+        if recorder is not None:
+            recorder.add_event(last.device_s if last else 0.0, kind, value)
 
     # -- frames
     async def _start_frames(self) -> None:
