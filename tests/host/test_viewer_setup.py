@@ -21,7 +21,7 @@ from needletrack.sim import scenario, serve
 from needletrack.viewer import theme as th
 from needletrack.viewer.alerts import AlertKind
 from needletrack.viewer.engine import SETUP_HIDDEN, LiveEngine
-from needletrack.viewer.frame_feed import FrameFeed, open_feed
+from needletrack.viewer.frame_feed import FrameFeed, open_feed, since_boot_s
 from needletrack.viewer.main_window import MainWindow
 from needletrack.viewer.procedure import Procedure, SetupState
 from needletrack.viewer.procedure_panel import summary
@@ -274,3 +274,11 @@ def test_settings_changed_while_recording_are_in_its_events_and_the_image_calibr
         engine.set_nogo(None).result(10)
     kinds = {(kind, value) for _, kind, value in recording.load(directory).events}
     assert ("nogo", "22.00 mm") in kinds and ("video_latency", "50.0 ms") in kinds
+
+
+def test_a_probe_up_longer_than_one_tick_wrap_is_followed_from_its_boot():
+    wrap = 2**30 / 1e6
+    assert since_boot_s(12.5, None) == 12.5  # no status yet: the receiver's own count
+    assert since_boot_s(12.5, 14) == 12.5  # within the first wrap (the status read a second or two later)
+    assert since_boot_s(12.5, 2 * wrap + 11) == pytest.approx(12.5 + 2 * wrap)  # up for two wraps and more
+    assert since_boot_s(wrap - 0.2, round(wrap) + 1) == pytest.approx(wrap - 0.2)  # the status just past a wrap

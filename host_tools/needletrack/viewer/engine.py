@@ -42,7 +42,7 @@ from needletrack.receiver import Receiver, Timed
 from needletrack.stream_session import Backoff, State, StreamSession
 from needletrack.viewer.chart_buffer import ChartBuffer
 from needletrack.viewer.commands import CommandChannel
-from needletrack.viewer.frame_feed import FrameFeed
+from needletrack.viewer.frame_feed import FrameFeed, since_boot_s
 from needletrack.viewer.latency_capture import CaptureSink, LatencyCapture
 from needletrack.viewer.link_quality import LinkQuality
 from needletrack.viewer.procedure import Procedure, SetupInfo, SetupState, check_config, check_sample_detent
@@ -459,8 +459,10 @@ class LiveEngine:
         capture = self._capture_sink.capture
         if capture is not None:
             capture.add_samples(batch)
-        if self.feed is not None and self.feed.follows_probe_clock:
-            self.feed.start_s = batch[-1].host_s - batch[-1].device_s  # device time 0 on the host clock
+        if self.feed is not None and self.feed.follows_probe_clock:  # the probe's boot on the host clock
+            status = self.status
+            last = batch[-1]
+            self.feed.start_s = last.host_s - since_boot_s(last.device_s, None if status is None else status.uptime_s)
         rx = self.rx
         if self.setup.state is SetupState.CONFIRMED:
             checked = check_sample_detent(self.setup, batch[-1].sample.guide_angle_deg)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from needletrack.clock import TICK_PERIOD_US
 from needletrack.frames.base import Frame, FrameSource
 from needletrack.frames.synthetic import SyntheticSource
 from needletrack.fusion import SampleHistory
@@ -64,6 +65,16 @@ class FrameFeed:
     def close(self) -> None:
         self.stopping.set()
         self.source.close()
+
+
+def since_boot_s(device_s: float, uptime_s: int | None) -> float:
+    """A sample's device time since the probe's boot: the receiver unwraps the 30-bit tick from the first sample
+    it saw, so a probe up longer than one wrap (17.9 min) when the link began is some whole wraps further on;
+    the STATUS record's uptime (whole seconds, read every 2 s) says how many."""
+    if uptime_s is None:
+        return device_s
+    period_s = TICK_PERIOD_US / 1e6
+    return device_s + max(round((uptime_s - device_s) / period_s), 0) * period_s
 
 
 def looped(source: SyntheticSource, start_s: float | None = None, stop: threading.Event | None = None,
