@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from needletrack.link.base import LinkError
 from needletrack.link.bumble_link import BumbleLink, SecurityError
 from needletrack.protocol import (
     STATUS_UUID,
@@ -129,3 +130,14 @@ def test_a_central_in_its_own_process_streams_a_minute_without_gaps(probe):
     seqs = steps["stream"]["seqs"]
     assert len(seqs) > 60 * 190
     assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs)), "sequence gaps"
+
+
+def test_connecting_to_a_malformed_or_absent_address_says_why(probe):
+    async def attempt(address: str) -> str:
+        async with BumbleLink(probe) as link:
+            with pytest.raises(LinkError) as refused:
+                await link.connect(address, timeout=1.0)
+            return str(refused.value)
+
+    assert "is not a Bluetooth address" in asyncio.run(attempt("F4:12:FA:00:01"))
+    assert "no answer within 1 s" in asyncio.run(attempt("AA:BB:CC:DD:EE:FF/P"))

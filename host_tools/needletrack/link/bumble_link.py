@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 
 from bumble import hci
 from bumble.core import UUID, AdvertisingData, ProtocolError
+from bumble.core import TimeoutError as BumbleTimeoutError
 from bumble.device import Advertisement, Connection, Device, DeviceConfiguration, Peer
 from bumble.gatt_client import CharacteristicProxy, ServiceProxy
 from bumble.keys import JsonKeyStore, KeyStore, MemoryKeyStore
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 logging.getLogger("bumble.gatt_client").setLevel(logging.ERROR)
 
 DEFAULT_MTU = 247
+_ADDRESS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}(/P)?")  # Bumble's form: /P marks a public address
 ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 ATT_INSUFFICIENT_ENCRYPTION = 0x0F
 
@@ -231,10 +234,15 @@ class BumbleLink:
             if not found:
                 raise LinkError(f"no probe advertising {self.service_uuid} within {timeout} s")
             address = found[0].address
+        if not _ADDRESS.fullmatch(address):
+            raise LinkError(f"{address!r} is not a Bluetooth address (like F4:12:FA:00:00:01, /P if public)")
         try:
             connection = await device.connect(address, own_address_type=self._own_type, timeout=timeout)
+        except (TimeoutError, BumbleTimeoutError) as e:
+            raise LinkError(f"cannot connect to {address}: no answer within {timeout:g} s (out of range, off, or "
+                            "connected to another host)") from e
         except Exception as e:
-            raise LinkError(f"cannot connect to {address}: {e}") from e
+            raise LinkError(f"cannot connect to {address}: {str(e) or type(e).__name__}") from e
         self._connection = connection
         self._disconnected.clear()
         self.disconnect_reason = None
