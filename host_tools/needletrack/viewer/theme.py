@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 BACKGROUND = "#000000"
 PANEL = "#151515"
@@ -63,6 +63,15 @@ class Theme:
         style = f"color: {colour};"
         if label.styleSheet() != style:
             label.setStyleSheet(style)
+
+    @staticmethod
+    def button_row(*buttons: QWidget) -> QHBoxLayout:
+        """A dialog's buttons, right-aligned, in the order given."""
+        row = QHBoxLayout()
+        row.addStretch(1)
+        for b in buttons:
+            row.addWidget(b)
+        return row
 
     def style_dialog(self, dialog: QWidget) -> None:
         """The viewer's look on a dialog of its own: panel background, dark inputs, the panel font."""
