@@ -46,6 +46,7 @@ class LatencyCapture:
         self._sample_mm: list[float] = []
         self._guide_deg: float | None = None
         self._start: float | None = None
+        self._echoes = 0  # frames whose echo was found (progress is asked for at the window's refresh rate)
 
     def add_samples(self, batch: list[Timed]) -> None:
         with self._lock:
@@ -77,12 +78,12 @@ class LatencyCapture:
         with self._lock:
             self._frame_t.append(frame.time_s)
             self._echo_mm.append(math.nan if d is None else d)
+            self._echoes += d is not None
 
     def progress(self) -> CaptureProgress:
         with self._lock:
             elapsed = 0.0 if self._start is None or not self._frame_t else self._frame_t[-1] - self._start
-            echoes = sum(1 for d in self._echo_mm if not math.isnan(d))
-            return CaptureProgress(min(elapsed, self.seconds), self.seconds, len(self._frame_t), echoes)
+            return CaptureProgress(min(elapsed, self.seconds), self.seconds, len(self._frame_t), self._echoes)
 
     def estimate(self) -> LatencyEstimate:
         with self._lock:

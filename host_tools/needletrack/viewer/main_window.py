@@ -35,7 +35,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
-from PySide6.QtWidgets import QApplication, QDialog, QHBoxLayout, QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QVBoxLayout, QWidget
 
 from needletrack import geometry
 from needletrack.needle_state import NeedleState
@@ -165,13 +165,7 @@ class MainWindow(QMainWindow):
         right.addWidget(self.connection)
         right.addWidget(self.record)
         right.addStretch(1)
-        side = QWidget()
-        side.setLayout(right)
-        side.setFixedWidth(theme.px(560))
-        body = QHBoxLayout()
-        body.setSpacing(theme.px(8))
-        body.addLayout(left, 1)
-        body.addWidget(side)
+        body = theme.with_side_column(left, right)
         outer = QVBoxLayout(central)
         outer.setContentsMargins(theme.px(8), theme.px(8), theme.px(8), theme.px(4))
         outer.setSpacing(theme.px(8))

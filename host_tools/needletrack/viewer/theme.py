@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QLayout, QWidget
 
 BACKGROUND = "#000000"
 PANEL = "#151515"
@@ -63,6 +63,18 @@ class Theme:
         style = f"color: {colour};"
         if label.styleSheet() != style:
             label.setStyleSheet(style)
+
+    def with_side_column(self, main: QLayout, side: QLayout) -> QHBoxLayout:
+        """The windows' body: ``main`` taking the width left by a fixed-width column on the right (the readouts'
+        width, the same in the live and the review window)."""
+        column = QWidget()
+        column.setLayout(side)
+        column.setFixedWidth(self.px(560))
+        body = QHBoxLayout()
+        body.setSpacing(self.px(8))
+        body.addLayout(main, 1)
+        body.addWidget(column)
+        return body
 
     @staticmethod
     def button_row(*buttons: QWidget) -> QHBoxLayout:
