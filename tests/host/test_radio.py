@@ -28,7 +28,7 @@ import pytest
 
 from needletrack.link.bumble_link import BumbleLink, SecurityError
 from needletrack.protocol import Opcode, Status, decode_record, encode_command
-from needletrack.sim.radio import RadioBridgeThread, RadioConfig
+from needletrack.sim.radio import RadioBridgeThread, RadioConfig, stack_for_board
 from tests.host.line_process import LineProcess
 from tests.mpy_harness import micropython_command
 
@@ -216,7 +216,8 @@ def test_btstack_refuses_with_insufficient_encryption_and_indications_updates_ra
         error, address, got = asyncio.run(asyncio.wait_for(host(bridge.transport), 20))
         assert error == 0x0F  # BTstack: Insufficient Encryption
         assert got == [b"upd"]  # the CCCD asks for notifications: send_update notifies
-        assert probe.wait_for("# indicated", 5) == ["# indicated 17 0"]  # _IRQ_GATTS_INDICATE_DONE, status 0
+        # _IRQ_GATTS_INDICATE_DONE, status 0; BTstack's own services end at handle 6, so status's value is 14
+        assert probe.wait_for("# indicated", 5) == ["# indicated 14 0"]
         (mac,) = probe.wait_for("# mac", 0)
         addr_type, addr = mac.split()[2:]
         assert addr_type == "1" and int(addr[:2], 16) >> 6 == 0b11  # a static random address
@@ -226,7 +227,8 @@ def test_btstack_refuses_with_insufficient_encryption_and_indications_updates_ra
 class _ScriptedBridge:
     """A stand-in for the bridge: answers the stack's requests the way the test script expects."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack: str = "nimble") -> None:
+        self.stack = stack
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.notified: list[tuple[int, int, bytes]] = []
@@ -240,7 +242,7 @@ class _ScriptedBridge:
 
     def _serve(self) -> None:
         conn, _ = self.server.accept()
-        self._send(conn, {"ev": "hello", "addr": "f412fa000001", "addr_type": 0, "stack": "nimble", "queue": 12,
+        self._send(conn, {"ev": "hello", "addr": "f412fa000001", "addr_type": 0, "stack": self.stack, "queue": 12,
                           "per_event": 4})
         stream = conn.makefile("rb")
         with contextlib.suppress(ConnectionError):
@@ -300,6 +302,60 @@ def test_the_stack_model_queue_buffers_and_errors():
     # everything the stack accepted reached the bridge, in order
     sent = [(1, 12, bytes((i,)) * 30) for n in (12, 4, 12) for i in range(n)]
     assert bridge.notified == sent
+
+
+ENOMEM, EINVAL, ENOTCONN = 12, 22, 107
+
+
+@pytest.mark.parametrize("board", ["pico_w", "xiao_esp32s3"])
+def test_each_board_gets_its_stack_as_micropython_builds_it(board):
+    stack = stack_for_board(board)
+    bridge = _ScriptedBridge(stack)
+    run = subprocess.run([*micropython_command(), str(MPY / "stack_check.py"), str(bridge.port), board],
+                         env={**os.environ, "MICROPYPATH": MICROPYPATH}, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    checks = {c["check"]: c for c in map(json.loads, run.stdout.splitlines())}
+    assert "done" in checks, run.stdout + run.stderr
+    type_error = ["TypeError"]
+    types = checks["types"]
+    # mp_obj_get_int and mp_get_buffer_raise: a None connection handle is a TypeError, not an OSError
+    for name in ("notify_none", "notify_handle_str", "notify_int_data", "read_none", "advertise_float",
+                 "uuid_list", "disconnect_none"):
+        assert types[name][:1] == type_error, (name, types[name])
+    assert types["write_str"] is None  # a str has the buffer protocol
+    # an IRQ reaches a loop that never sleeps nor calls into the stack
+    assert checks["busy_loop"]["connected"]
+    # each write is what gatts_read sees in its own IRQ, in order
+    assert checks["writes"]["seen"] == ["abcdefgh", "12345678"]
+    config, congestion = checks["config"], checks["congestion"]
+    if stack == "btstack":
+        unknown = ["ValueError", "unknown config param"]
+        assert [config[k] for k in ("bond", "le_secure", "mitm", "io", "rxbuf")] == [unknown] * 5
+        assert not config["gap_pair"] and not config["gap_passkey"]
+        assert config["gap_name"] == "MPY BTSTACK"
+        assert checks["active"]["secrets"] == []  # no secret IRQs
+        assert types["handles"] == [9, 12]  # BTstack's GAP and GATT services take handles 1-6
+        # gatts_notify never refuses: 60 notifications of 200 bytes, 12 in the controller, the rest on the heap
+        assert (congestion["sent"], congestion["error"], congestion["waiting"]) == (60, None, 48)
+        assert congestion["heap_fell"] >= 48 * 200
+        assert checks["unknown_conn"] == {"check": "unknown_conn", "notify": ["OSError", EINVAL], "disconnect": True}
+        assert checks["disconnected"]["data"] == [1, 255, "000000000000"]  # BTstack: no address on disconnect
+        assert checks["disconnected"]["waiting_before"] == 0  # sent at the connection events since
+        assert [n for n, _, _ in bridge.notified].count(1) == 60  # every one reached the radio, in order
+        assert [v[0] for _, _, v in bridge.notified] == list(range(60))
+    else:
+        assert [config[k] for k in ("bond", "le_secure", "mitm", "io")] == [None] * 4
+        assert config["rxbuf"] == ["ValueError", "unknown config param"]
+        assert config["gap_pair"] and config["gap_passkey"] and config["gap_name"] == "MPY ESP32"
+        # active(True) asks for the stored IRK, offers a new one, then reads the stored peers (load_irk)
+        assert checks["active"]["secrets"] == [["get", 10, 0, "irk"], ["set", 10, "irk", 16], ["get", 2, 0, None]]
+        assert types["handles"] == [12, 15]
+        # NimBLE's refusal when its mbufs are gone: OSError(ENOMEM) once the 12 buffers are taken
+        assert (congestion["sent"], congestion["error"], congestion["waiting"]) == (12, ENOMEM, 0)
+        assert congestion["heap_fell"] < 48 * 200
+        assert checks["unknown_conn"] == {"check": "unknown_conn", "notify": ["OSError", ENOTCONN],
+                                          "disconnect": False}
+        assert checks["disconnected"]["data"] == [1, 0, "001bdc000002"]
 
 
 @pytest.mark.slow

@@ -94,6 +94,16 @@ BLE_HS_ETIMEOUT = 13
 SEC_TYPE_PEER = 2  # NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC, the `sec_type` of the secret IRQs
 
 STACKS = ("nimble", "btstack")
+BOARD_STACKS = {"pico_w": "btstack", "xiao_esp32s3": "nimble"}
+"""The BLE stack MicroPython runs on each board: BTstack on the Pico W (rp2 port), NimBLE on the ESP32-S3."""
+
+
+def stack_for_board(board: str) -> str:
+    """The stack a board's MicroPython runs, for ``RadioConfig(stack=...)``; ValueError for an unknown board."""
+    try:
+        return BOARD_STACKS[board]
+    except KeyError:
+        raise ValueError(f"no BLE stack known for board {board!r} (known: {sorted(BOARD_STACKS)})") from None
 
 
 @dataclass
@@ -105,9 +115,12 @@ class RadioConfig:
     host_address: str = "00:1B:DC:00:00:02"
     """The public address of the controller hosts connect to (controller B)."""
     stack: str = "nimble"
-    """'nimble' (ESP32: XIAO ESP32S3) or 'btstack' (Pico W): decides the ATT error codes for secured attributes."""
+    """'nimble' (ESP32: XIAO ESP32S3) or 'btstack' (Pico W), see ``stack_for_board``: the stack's own GATT
+    services and handles, the ATT errors for secured attributes, pairing (BTstack, as MicroPython builds it for
+    the rp2 port, refuses it: its links are never encrypted) and the bonds kept by the firmware (NimBLE only)."""
     queue: int = 12
-    """Transmit queue of the firmware's stack, in packets (NimBLE's mbuf pool: 12)."""
+    """Transmit queue of the firmware's stack, in packets (NimBLE's mbuf pool: 12; BTstack: the controller's
+    buffers, beyond which MicroPython keeps notifications on its heap)."""
     per_event: int = 4
     """Packets the stack sends per connection event at most."""
     bind: str = "127.0.0.1"
@@ -273,6 +286,8 @@ class _FirmwareKeyStore(KeyStore):
         return bytes((0 if address.is_public else 1,)) + bytes(address)
 
     async def _get(self, index: int, key: bytes | None) -> tuple[str, PairingKeys] | None:
+        if self.session.config.stack != "nimble":
+            return None  # no secret IRQs without MICROPY_PY_BLUETOOTH_ENABLE_PAIRING_BONDING
         reply = await self.session.request(
             {"ev": "get_secret", "type": SEC_TYPE_PEER, "index": index, "key": None if key is None else key.hex()}
         )
@@ -310,8 +325,19 @@ class _FirmwareKeyStore(KeyStore):
                                              else hci.Address.RANDOM_DEVICE_ADDRESS))
                 for name, keys in self.known.items() if keys.irk is not None]
 
+    def restore(self, blobs: list[str]) -> None:
+        """The bonds the firmware gave while NimBLE started (active(True): load_irk, restore the peers' IRKs)."""
+        known = {}
+        for value in blobs:
+            try:
+                blob = json.loads(bytes.fromhex(value))
+                known[blob["addr"]] = PairingKeys.from_dict(blob["keys"])
+            except (ValueError, KeyError, TypeError):
+                logger.warning("firmware returned a secret this stack did not store; ignored")
+        self.known = known
+
     async def update(self, name: str, keys: PairingKeys) -> None:
-        if not self.session.security["bond"]:
+        if self.session.config.stack != "nimble" or not self.session.security["bond"]:
             return  # without bonding NimBLE distributes no keys and stores nothing
         blob = json.dumps({"addr": name, "keys": keys.to_dict()}).encode()
         reply = await self.session.request(
@@ -323,6 +349,8 @@ class _FirmwareKeyStore(KeyStore):
 
     async def delete(self, name: str) -> None:
         self.known.pop(name, None)
+        if self.session.config.stack != "nimble":
+            return
         await self.session.request(
             {"ev": "set_secret", "type": SEC_TYPE_PEER, "key": self._key(name).hex(), "value": None}
         )
@@ -345,7 +373,8 @@ class _FirmwareDelegate(PairingDelegate):
         self.connection = connection
 
     async def accept(self) -> bool:
-        return True
+        # BTstack as the rp2 port builds it has no pairing: the link stays unencrypted.
+        return self.session.config.stack == "nimble"
 
     async def confirm(self, auto: bool = False) -> bool:
         return True  # Just Works: NimBLE accepts without asking the application
@@ -404,7 +433,7 @@ class _Session:
         self.conns: dict[int, _ConnState] = {}
         self.stored: set[str] = set()
         self.restored: dict[str, PairingKeys] = {}
-        self.gap_name = b"MPY ESP32"
+        self.gap_name = b"MPY ESP32" if self.config.stack == "nimble" else b"MPY BTSTACK"
         self.security: dict[str, Any] = {"bond": False, "mitm": False, "io": 3, "le_secure": False}
         self.own_address_type = hci.OwnAddressType.PUBLIC
         self.advertising_began: float | None = None  # time.monotonic() when connectable advertising last began
@@ -530,7 +559,7 @@ class _Session:
         elif name == "active":
             self.active = bool(op["on"])
             if self.active:
-                self.spawn(self._load_bonds())
+                self.spawn(self._load_bonds(op.get("bonds") or []))
             else:
                 await self._power_down()
         else:
@@ -556,10 +585,11 @@ class _Session:
         else:
             self.own_address_type = hci.OwnAddressType.PUBLIC
 
-    async def _load_bonds(self) -> None:
+    async def _load_bonds(self, blobs: list[str]) -> None:
+        # The firmware's stack read them synchronously in active(True), before its IRQ handler returned.
         keystore = self.device.keystore
         assert isinstance(keystore, _FirmwareKeyStore)
-        await keystore.get_all()
+        keystore.restore(blobs)
         await self.device.refresh_resolving_list()
 
     async def _power_down(self) -> None:
@@ -578,17 +608,23 @@ class _Session:
         server.services.clear()
         server.attributes.clear()
         server.attributes_by_handle.clear()
-        gap = Service(GATT_GENERIC_ACCESS_SERVICE, [
-            Characteristic(GATT_DEVICE_NAME_CHARACTERISTIC, Characteristic.Properties.READ,
-                           Characteristic.Permissions.READABLE, CharacteristicValue(read=lambda _c: self.gap_name)),
-            Characteristic(GATT_APPEARANCE_CHARACTERISTIC, Characteristic.Properties.READ,
-                           Characteristic.Permissions.READABLE, bytes(2)),
-        ])
-        gatt = Service(GATT_GENERIC_ATTRIBUTE_SERVICE, [
-            Characteristic(GATT_SERVICE_CHANGED_CHARACTERISTIC, Characteristic.Properties.INDICATE,
-                           Characteristic.Permissions(0), b""),
-        ])
-        server.add_services([gap, gatt])
+        name: Characteristic[bytes] = Characteristic(GATT_DEVICE_NAME_CHARACTERISTIC, Characteristic.Properties.READ,
+                              Characteristic.Permissions.READABLE,
+                              CharacteristicValue(read=lambda _c: self.gap_name))
+        if self.config.stack == "nimble":
+            # NimBLE's ble_svc_gap_init/ble_svc_gatt_init: name and appearance; service changed, indicate
+            gap = Service(GATT_GENERIC_ACCESS_SERVICE, [
+                name, Characteristic(GATT_APPEARANCE_CHARACTERISTIC, Characteristic.Properties.READ,
+                                     Characteristic.Permissions.READABLE, bytes(2))])
+            changed = Characteristic(GATT_SERVICE_CHANGED_CHARACTERISTIC, Characteristic.Properties.INDICATE,
+                                     Characteristic.Permissions(0), b"")
+        else:
+            # modbluetooth_btstack.c mp_bluetooth_gatts_register_service_begin: the name only; service changed
+            # readable, without a CCCD
+            gap = Service(GATT_GENERIC_ACCESS_SERVICE, [name])
+            changed = Characteristic(GATT_SERVICE_CHANGED_CHARACTERISTIC, Characteristic.Properties.READ,
+                                     Characteristic.Permissions.READABLE, b"")
+        server.add_services([gap, Service(GATT_GENERIC_ATTRIBUTE_SERVICE, [changed])])
 
     def _register(self, services: list[Any]) -> None:
         # The layout mirrors the one bluetooth.py promised the firmware (its handles are already in use there).
@@ -737,7 +773,10 @@ class _Session:
         if op.get("connectable", True):
             kind = AdvertisingType.UNDIRECTED_CONNECTABLE_SCANNABLE
         else:
-            kind = AdvertisingType.UNDIRECTED_SCANNABLE if resp else AdvertisingType.UNDIRECTED
+            # ADV_SCAN_IND on both stacks, scan response or not: NimBLE's binding advertises with
+            # BLE_GAP_CONN_MODE_NON and BLE_GAP_DISC_MODE_GEN (ble_gap_adv_type: ADV_SCAN_IND), BTstack's with
+            # advertising type 2 (mp_bluetooth_gap_advertise_start).
+            kind = AdvertisingType.UNDIRECTED_SCANNABLE
         interval_ms = (op["interval_us"] // 625 * 0.625) or 100.0
         await self.device.start_advertising(
             advertising_type=kind, own_address_type=self.own_address_type, advertising_data=adv,

@@ -61,13 +61,17 @@ class Peripheral:
         self.sent = 0
         self.secrets = {}
         self.pending_echo = None
+        ble.irq(self.irq)  # before active(True): NimBLE asks for the stored keys then
         ble.active(True)
-        ble.config(gap_name="NeedleTrack-TEST", bond=True, le_secure=True, io=3)
+        ble.config(gap_name="NeedleTrack-TEST")
+        try:
+            ble.config(bond=True, le_secure=True, io=3)
+        except ValueError:  # BTstack on the Pico W: no pairing or bonding in MicroPython's build
+            print("# no pairing")
         if random_address:
             ble.config(addr_mode=1)
         addr_type, addr = ble.config("mac")
         print("# mac", addr_type, bytes(addr).hex())
-        ble.irq(self.irq)
         ((self.h_meas, self.h_ctrl, self.h_status, self.h_echo),) = ble.gatts_register_services(
             ((SERVICE, (MEASUREMENT, CONTROL, STATUS, ECHO)),))
         ble.gatts_set_buffer(self.h_echo, 64)
@@ -92,7 +96,7 @@ class Peripheral:
             self.mtu = data[1]
             print("# mtu", data[1])
         elif event == _IRQ_ENCRYPTION_UPDATE:
-            print("# enc", data[0], int(data[1]), int(data[2]), int(data[3]), data[4])
+            print("# enc", *data)
         elif event == _IRQ_GATTS_WRITE:
             conn, handle = data
             value = self.ble.gatts_read(handle)
@@ -121,7 +125,8 @@ class Peripheral:
             if value is None:
                 return self.secrets.pop(key, None) is not None
             self.secrets[key] = bytes(value)
-            print("# bonded", bytes(key[1]).hex())
+            if sec_type == 2:
+                print("# bonded", bytes(key[1]).hex())
             return True
         elif event == _IRQ_GET_SECRET:
             sec_type, index, key = data

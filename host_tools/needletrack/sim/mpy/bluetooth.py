@@ -1,22 +1,37 @@
 # The virtual probe's `bluetooth` module: MicroPython's low-level BLE API for a peripheral (GAP advertiser,
-# GATT server, pairing), with the semantics of the NimBLE bindings on ESP32 (MicroPython extmod/modbluetooth.c
-# and extmod/nimble/modbluetooth_nimble.c). Placed ahead of firmware/ on MICROPYPATH, it shadows the built-in.
+# GATT server, pairing), as MicroPython builds it for the board's own stack. Placed ahead of firmware/ on
+# MICROPYPATH, it shadows the built-in.
+#
+# Two profiles, chosen by the board (vradio.use_board, or the radio bridge's hello):
+#   nimble   ESP32 (XIAO ESP32S3): extmod/modbluetooth.c with MICROPY_PY_BLUETOOTH_ENABLE_PAIRING_BONDING and
+#            extmod/nimble/modbluetooth_nimble.c. Pairing and bonding config keys, gap_pair/gap_passkey, the
+#            encryption and secret IRQs; active(True) loads the stored keys through _IRQ_GET_SECRET (load_irk,
+#            then every stored peer); gatts_notify raises OSError(ENOMEM) when the stack's mbufs are gone.
+#   btstack  Pico W (rp2 port): extmod/btstack/modbluetooth_btstack.c, pairing and bonding not compiled in.
+#            config(bond=/mitm=/io=/le_secure=) raises ValueError, there is no gap_pair or gap_passkey, no
+#            encryption or secret IRQ, the link is never encrypted; gatts_notify never refuses: a packet the
+#            controller cannot take is copied onto the heap and waits there, without bound.
 #
 # The stack itself runs in the radio bridge (needletrack.sim.radio, Bumble), reached through vradio. This side
 # keeps what the firmware can observe synchronously: the attribute values (gatts_read/gatts_write, appended
 # writes, the 20-byte default buffers), the connections and their MTU, and the stack's transmit queue. Without
 # a bridge the module still works, as a radio nobody is listening to.
 #
-# Transmit queue: gatts_notify/gatts_indicate put the value in a bounded queue (NimBLE's mbuf pool: 12 blocks by
-# default) and raise OSError(ENOMEM) when it is full, as NimBLE does under back-pressure. The queue drains on the
-# virtual clock: at each connection event (every connection interval since the connection opened) up to
-# `per_event` packets leave for the bridge. So which notifications fail depends on virtual time only, never on
-# how fast the host computer runs. Values longer than ATT_MTU - 3 are truncated by the stack (in the bridge).
+# Transmit queue: the controller takes `queue` packets; at each connection event (every connection interval
+# since the connection opened) up to `per_event` of them leave for the bridge. So which notifications wait or
+# fail depends on virtual time only, never on how fast the host computer runs. Values longer than
+# ATT_MTU - 3 are truncated by the stack (in the bridge).
 #
-# Events reach the handler given to irq() whenever the firmware sleeps (time.sleep*, through vclock.hooks),
-# one at a time, on the firmware's own thread. The stack's state (connections, MTU, received values) is updated
-# as soon as an event is read, which may be inside any bluetooth call, before the firmware's handler hears of it.
-# The addr/key/value items of event tuples are read-only memoryviews, as on the board: copy them to keep them.
+# Events: on both boards the stack calls the IRQ handler synchronously (MICROPY_PY_BLUETOOTH_USE_SYNC_EVENTS),
+# from the scheduler (rp2) or the NimBLE task holding the GIL (ESP32), i.e. between any two bytecodes of the
+# firmware. Here vradio's watcher thread schedules delivery with micropython.schedule; events are also
+# delivered after every sleep and machine.idle(). An event changes the stack's state (a connection, an MTU, a
+# written value) when it is delivered, just before the handler runs, so gatts_read in the IRQ for a write sees
+# that write. The addr/key/value items of event tuples are read-only memoryviews, as on the board: copy them to
+# keep them. A handler that raises is printed and then disabled, as modbluetooth.c does.
+#
+# Every public method is the board's C code: vclock.enter()/leave() keep its time off the firmware's compute,
+# and the handler is called through vclock.call_out so that its compute is the firmware's.
 import errno
 import sys
 from micropython import const
@@ -52,8 +67,38 @@ _EBUSY = const(16)  # MicroPython's MP_EBUSY; the errno module does not name it
 _NOTIFY = const(0)
 _INDICATE = const(1)
 
+_SECRET_OUR_IRK = const(10)  # modbluetooth_nimble.c load_irk(): the stack's own IRK, key b"irk"
+_SECRET_PEER = const(2)  # NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC
+
 _DEFAULT_ADDR = b"\xf4\x12\xfa\x00\x00\x01"
 _GAP_NAMES = {"nimble": b"MPY ESP32", "btstack": b"MPY BTSTACK"}
+# The first handle after the stack's own services. NimBLE: GAP service 1, device name 2/3, appearance 4/5;
+# GATT service 6, service changed 7/8 + CCCD 9. BTstack (mp_bluetooth_gatts_register_service_begin): GAP
+# service 1, device name 2/3; GATT service 4, service changed 5/6 (read only, no CCCD).
+_FIRST_HANDLE = {"nimble": 10, "btstack": 7}
+
+
+def _int(x):
+    # mp_obj_get_int(): ints (and bools) only; anything else is a TypeError.
+    if isinstance(x, int):
+        return int(x)
+    raise TypeError("can't convert %s to int" % type(x).__name__)
+
+
+def _buf(x):
+    # mp_get_buffer_raise(x, MP_BUFFER_READ): bytes, bytearray, memoryview, str, array, UUID.
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, (bytes, bytearray, memoryview, UUID)):
+        return bytes(x)
+    try:
+        import array
+
+        if isinstance(x, array.array):
+            return bytes(x)
+    except ImportError:
+        pass
+    raise TypeError("object with buffer protocol required")
 
 
 class UUID:
@@ -61,9 +106,9 @@ class UUID:
 
     def __init__(self, value):
         if isinstance(value, int):
-            if value < 0 or value > 65535:
+            if value > 65535:
                 raise ValueError("invalid UUID")
-            self._d = bytes((value & 0xFF, value >> 8))
+            self._d = bytes((value & 0xFF, (value >> 8) & 0xFF))
             return
         data = _buf(value)
         if len(data) in (2, 4, 16):
@@ -123,7 +168,8 @@ class _Entry:
         self.n = len(value)
 
     def remote_write(self, value):
-        # A central's write keeps what fits in the buffer (appended in append mode), as NimBLE's access callback.
+        # A central's write keeps what fits in the buffer (appended in append mode), as both stacks' write
+        # callbacks do (NimBLE characteristic_access_cb, BTstack att_write_callback).
         start = self.n if self.append else 0
         n = min(len(self.data), start + len(value))
         self.data[start:n] = value[:n - start]
@@ -138,12 +184,8 @@ class _Conn:
         self.mtu = _ATT_DEFAULT_MTU
         self.ci_us = ci_us
         self.next_ev = now + ci_us  # virtual time of the next connection event
-        self.queue = []  # [virtual time queued, kind, value handle, value]
-
-
-def _buf(x):
-    # Anything with the buffer protocol, as the board's bindings accept (str included).
-    return x.encode() if isinstance(x, str) else bytes(x)
+        self.queue = []  # the controller's buffers: [virtual time queued, kind, value handle, value]
+        self.held = []  # BTstack: what the controller could not take, on the MicroPython heap: [kind, handle, value]
 
 
 def _hex(b):
@@ -154,45 +196,53 @@ def _unhex(s):
     return None if s is None else bytes.fromhex(s)
 
 
+def stack():
+    """The stack the board runs: what vradio.use_board() chose, else the radio bridge's, else NimBLE."""
+    return vradio.board_stack[0] or vradio.info.get("stack") or "nimble"
+
+
 class BLE:
-    """bluetooth.BLE(): the singleton radio."""
+    """bluetooth.BLE(): the singleton radio, with the methods of the board's stack."""
 
     _it = None
 
     def __new__(cls):
         if BLE._it is None:
-            BLE._it = object.__new__(cls)
-            BLE._it._setup()
+            name = stack()
+            BLE._it = object.__new__(_NimBLE if name == "nimble" else _BTstack)
+            BLE._it._setup(name)
         return BLE._it
 
     def __init__(self):
         pass
 
-    def _setup(self):
+    def _setup(self, name):
+        self._stack = name
         self._active = False
         self._handler = None
         self._db = {}
         self._chars = {}  # value handle -> flags
         self._conns = {}
         self._queued = 0
-        self._irqs = []  # [event, data, request id or None, request kind]
+        self._events = []  # from the bridge, not yet delivered
         self._in_irq = False
         self._adv = [b"", b""]
         self._advertising = False
         self._addr_mode = 0
         self._addr = (0, _DEFAULT_ADDR)
         self._mtu = 256
-        self._gap_name = b"MPY ESP32"
+        self._gap_name = _GAP_NAMES.get(name, b"MPY ESP32")
         self._sec = {"bond": False, "mitm": False, "io": 3, "le_secure": False}
         self._passkeys = {}
-        vradio.listen(self._service)
         self._hello()
-        self._gap_name = _GAP_NAMES.get(self._stack, self._gap_name)
+        vradio.listen(self._service)
 
     def _hello(self):
-        # The emulated stack and its controller, as the bridge describes them (defaults without a bridge).
+        # The stack's controller, as the bridge describes it (defaults without a bridge).
         info = vradio.info
-        self._stack = info.get("stack", "nimble")
+        bridge = info.get("stack")
+        if bridge is not None and bridge != self._stack:
+            raise RuntimeError("the radio bridge emulates %s, the board runs %s" % (bridge, self._stack))
         self._qcap = info.get("queue", 12)
         self._per_event = info.get("per_event", 4)
         if "addr" in info and self._addr_mode == 0:
@@ -200,23 +250,30 @@ class BLE:
 
     # -- configuration
     def active(self, *args):
-        if args:
-            on = bool(args[0])
-            if on and not self._active:
-                self._hello()
-                self._active = True
-                self._db = {}
-                self._chars = {}
-                vradio.send_json({"op": "active", "on": True})
-                self._send_config()
-            elif not on and self._active:
-                self._active = False
-                self._advertising = False
-                self._conns = {}
-                self._queued = 0
-                self._irqs = []
-                vradio.send_json({"op": "active", "on": False})
-        return self._active
+        vradio.enter()
+        try:
+            if args:
+                if args[0] and not self._active:
+                    self._hello()
+                    self._active = True
+                    self._db = {}
+                    self._chars = {}
+                    bonds = self._load_keys()
+                    vradio.send_json({"op": "active", "on": True, "bonds": bonds})
+                    self._send_config()
+                elif not args[0] and self._active:
+                    self._active = False
+                    self._advertising = False
+                    self._conns = {}
+                    self._queued = 0
+                    self._events = []
+                    vradio.send_json({"op": "active", "on": False})
+            return self._active
+        finally:
+            vradio.leave()
+
+    def _load_keys(self):
+        return None
 
     def _check(self):
         if not self._active:
@@ -230,10 +287,19 @@ class BLE:
         vradio.send_json(cfg)
 
     def config(self, *args, **kw):
+        vradio.enter()
+        try:
+            return self._config(args, kw)
+        finally:
+            vradio.leave()
+
+    def _config(self, args, kw):
         if not kw:
             if len(args) != 1:
                 raise TypeError("must query one param")
             name = args[0]
+            if not isinstance(name, str):
+                raise TypeError("can't convert %s to str" % type(name).__name__)
             if name == "gap_name":
                 return self._gap_name
             if name == "mac":
@@ -244,8 +310,6 @@ class BLE:
             if name == "mtu":
                 self._check()
                 return self._mtu
-            if name == "rxbuf" and self._stack != "nimble":
-                return 128
             raise ValueError("unknown config param")
         if args:
             raise TypeError("can't specify pos and kw args")
@@ -253,24 +317,23 @@ class BLE:
             if name == "gap_name":
                 self._gap_name = _buf(value)
             elif name == "mtu":
+                value = _int(value)
                 self._check()
                 if value < _ATT_DEFAULT_MTU or value > 527:
                     raise OSError(errno.EINVAL)
                 self._mtu = value
             elif name == "addr_mode":
+                value = _int(value)
                 self._check()
                 self._set_addr_mode(value)
-            elif name in ("bond", "mitm", "le_secure"):
-                self._sec[name] = bool(value)
-            elif name == "io":
-                self._sec[name] = int(value)
-            elif name == "rxbuf" and self._stack != "nimble":
-                if value < 16 or value > 0xFFFF:
-                    raise ValueError
-            else:
+            elif not self._pairing_key(name, value):
                 raise ValueError("unknown config param")
         if self._active:
             self._send_config()
+        return None
+
+    def _pairing_key(self, name, value):
+        return False  # MICROPY_PY_BLUETOOTH_ENABLE_PAIRING_BONDING off: no such keys
 
     def _set_addr_mode(self, mode):
         import os
@@ -283,60 +346,69 @@ class BLE:
         self._addr_mode = mode
 
     def irq(self, handler):
-        if handler is not None and not callable(handler):
-            raise ValueError("invalid handler")
-        self._handler = handler
+        vradio.enter()
+        try:
+            if handler is not None and not callable(handler):
+                raise ValueError("invalid handler")
+            self._handler = handler
+        finally:
+            vradio.leave()
 
     # -- GAP
     def gap_advertise(self, interval_us=500000, adv_data=None, *, resp_data=None, connectable=True):
-        self._check()
-        if interval_us is None:
-            self._advertising = False
-            vradio.send_json({"op": "adv", "interval_us": None})
-            return
-        units = interval_us // 625
-        if units and (units < 0x20 or units > 0x4000):
-            raise OSError(errno.EINVAL)
-        for i, data in enumerate((adv_data, resp_data)):
-            if data is not None:
-                data = _buf(data)
-                if len(data) > _ADV_MAX_LEN:
-                    raise OSError(errno.EINVAL)
-                self._adv[i] = data
-        self._advertising = True
-        vradio.send_json({"op": "adv", "interval_us": interval_us, "adv": _hex(self._adv[0]),
-                          "resp": _hex(self._adv[1]), "connectable": bool(connectable)})
+        vradio.enter()
+        try:
+            if interval_us is None:
+                if self._active:
+                    self._advertising = False
+                    vradio.send_json({"op": "adv", "interval_us": None})
+                return
+            interval_us = _int(interval_us)
+            data = [None if d is None else _buf(d) for d in (adv_data, resp_data)]
+            self._check()
+            self._check_adv(interval_us, data)
+            for i in (0, 1):
+                if data[i] is not None:
+                    self._adv[i] = data[i]
+            self._advertising = True
+            vradio.send_json({"op": "adv", "interval_us": interval_us, "adv": _hex(self._adv[0]),
+                              "resp": _hex(self._adv[1]), "connectable": bool(connectable)})
+        finally:
+            vradio.leave()
+
+    def _check_adv(self, interval_us, data):
+        pass
 
     def gap_disconnect(self, conn_handle):
-        self._check()
-        if conn_handle not in self._conns:
-            return False
-        vradio.send_json({"op": "disconnect", "conn": conn_handle})
-        return True
-
-    def gap_pair(self, conn_handle):
-        self._check()
-        if conn_handle not in self._conns:
-            raise OSError(errno.ENOTCONN)
-        vradio.send_json({"op": "pair", "conn": conn_handle})
-
-    def gap_passkey(self, conn_handle, action, passkey):
-        self._check()
-        if action not in (2, 3, 4):
-            raise OSError(errno.EINVAL)
-        if self._passkeys.pop(conn_handle, None) != action:
-            raise OSError(errno.ENOENT)  # no pairing waits for this answer
-        vradio.send_json({"op": "passkey", "conn": conn_handle, "action": action, "passkey": passkey})
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            self._check()
+            if conn_handle not in self._conns:
+                return self._disconnect_unknown()
+            vradio.send_json({"op": "disconnect", "conn": conn_handle})
+            return True
+        finally:
+            vradio.leave()
 
     # -- GATT server
     def gatts_register_services(self, services_definition):
+        vradio.enter()
+        try:
+            return self._register(services_definition)
+        finally:
+            vradio.leave()
+
+    def _busy(self):
+        return False
+
+    def _register(self, services_definition):
         self._check()
-        if self._advertising or self._conns:
+        if self._busy():
             raise OSError(_EBUSY)
-        # Handles as the bridge lays out the table: GAP service 1-5 (name, appearance), GATT service 6-9
-        # (service changed + CCCD), then per service its declaration, and per characteristic its declaration,
-        # value, a CCCD if it can notify or indicate, then its descriptors.
-        h = 10  # the next free handle
+        # Handles as the bridge lays out the table: the stack's own services, then per service its declaration,
+        # and per characteristic its declaration, value, a CCCD if it can notify or indicate, its descriptors.
+        h = _FIRST_HANDLE[self._stack] - 1  # the last handle used
         result = []
         wire = []
         db = {}
@@ -353,15 +425,15 @@ class BLE:
             for ch in characteristics:
                 if len(ch) < 2 or len(ch) > 3:
                     raise ValueError("invalid characteristic tuple")
-                cuuid, flags = ch[0], ch[1]
+                cuuid, flags = ch[0], _int(ch[1])
                 if not isinstance(cuuid, UUID):
                     raise ValueError("invalid characteristic UUID")
-                value_handle = h + 1  # after the characteristic declaration
+                value_handle = h + 2  # after the characteristic declaration
                 h += 2
                 cccd = 0
                 if flags & (FLAG_NOTIFY | FLAG_INDICATE):
-                    cccd = h
                     h += 1
+                    cccd = h
                 handles.append(value_handle)
                 db[value_handle] = _Entry(_DEFAULT_ATTR_LEN)
                 chars[value_handle] = flags
@@ -369,13 +441,13 @@ class BLE:
                 for d in (ch[2] if len(ch) == 3 else ()):
                     if len(d) != 2:
                         raise ValueError("tuple/list has wrong length")
-                    duuid, dflags = d
+                    duuid, dflags = d[0], _int(d[1])
                     if not isinstance(duuid, UUID):
                         raise ValueError("invalid descriptor UUID")
+                    h += 1
                     handles.append(h)
                     db[h] = _Entry(_DEFAULT_ATTR_LEN)
                     wdescs.append([_hex(duuid._d), dflags, h])
-                    h += 1
                 wchars.append([_hex(cuuid._d), flags, value_handle, cccd, wdescs])
             result.append(tuple(handles))
             wire.append([_hex(suuid._d), wchars])
@@ -385,95 +457,120 @@ class BLE:
         return tuple(result)
 
     def gatts_read(self, value_handle):
-        e = self._db.get(value_handle)
-        if not self._active or e is None:
-            return b""
-        v = e.value()
-        if e.append:
-            e.n = 0
-        return v
+        vradio.enter()
+        try:
+            e = self._db.get(_int(value_handle))
+            if not self._active or e is None:
+                return b""
+            v = e.value()
+            if e.append:
+                e.n = 0
+            return v
+        finally:
+            vradio.leave()
 
     def gatts_write(self, value_handle, data, send_update=False):
-        self._check()
-        e = self._db.get(value_handle)
-        if e is None:
-            raise OSError(errno.EINVAL)
-        data = _buf(data)
-        e.set(data)
-        if send_update:
-            vradio.send_json({"op": "update", "handle": value_handle, "value": _hex(data)})
-        return len(data)
-
-    def gatts_notify(self, conn_handle, value_handle, data=None):
-        self._enqueue(_NOTIFY, conn_handle, value_handle, data)
-
-    def gatts_indicate(self, conn_handle, value_handle, data=None):
-        self._enqueue(_INDICATE, conn_handle, value_handle, data)
-
-    def gatts_set_buffer(self, value_handle, len, append=False):
-        self._check()
-        e = self._db.get(value_handle)
-        if e is None:
-            raise OSError(errno.EINVAL)
-        e.data = bytearray(len)
-        e.n = 0
-        e.append = bool(append)
-
-    def _enqueue(self, kind, conn_handle, value_handle, data):
-        self._check()
-        c = self._conns.get(conn_handle)
-        if c is None:
-            raise OSError(errno.ENOTCONN)
-        if data is None:
+        vradio.enter()
+        try:
+            data = _buf(data)
+            value_handle = _int(value_handle)
+            self._check()
             e = self._db.get(value_handle)
             if e is None:
-                raise OSError(errno.ENOENT)
-            data = e.value()
-        if self._queued >= self._qcap:
-            raise OSError(errno.ENOMEM)
-        c.queue.append((vclock.now_us(), kind, value_handle, _buf(data)))
-        self._queued += 1
+                raise OSError(errno.EINVAL)
+            e.set(data)
+            if send_update:
+                vradio.send_json({"op": "update", "handle": value_handle, "value": _hex(data)})
+            return len(data)
+        finally:
+            vradio.leave()
+
+    def gatts_notify(self, conn_handle, value_handle, data=None):
+        vradio.enter()
+        try:
+            self._enqueue(_NOTIFY, conn_handle, value_handle, data)
+        finally:
+            vradio.leave()
+
+    def gatts_indicate(self, conn_handle, value_handle, data=None):
+        vradio.enter()
+        try:
+            self._enqueue(_INDICATE, conn_handle, value_handle, data)
+        finally:
+            vradio.leave()
+
+    def gatts_set_buffer(self, value_handle, len, append=False):
+        vradio.enter()
+        try:
+            value_handle = _int(value_handle)
+            size = _int(len)
+            self._check()
+            e = self._db.get(value_handle)
+            if e is None:
+                raise OSError(errno.EINVAL)
+            e.data = bytearray(size)
+            e.n = 0
+            e.append = bool(append)
+        finally:
+            vradio.leave()
+
+    def _enqueue(self, kind, conn_handle, value_handle, data):
+        # modbluetooth.c: both handles through mp_obj_get_int (None: TypeError), the data through the buffer
+        # protocol; None means the attribute's value in the local database.
+        conn_handle = _int(conn_handle) & 0xFFFF
+        value_handle = _int(value_handle) & 0xFFFF
+        if data is not None:
+            data = _buf(data)
+        self._check()
+        c = self._conns.get(conn_handle)
+        if data is None:
+            e = self._db.get(value_handle)
+            data = e.value() if e is not None else b""
+        if c is None:
+            raise OSError(self._not_connected())
+        if self._queued < self._qcap and not c.held:
+            c.queue.append((vclock.now_us(), kind, value_handle, data))
+            self._queued += 1
+        else:
+            self._full(c, kind, value_handle, data)
 
     # -- the stack's side: frames from the bridge, the transmit queue, IRQ delivery
     def _pump(self):
-        for ev in vradio.receive():
-            self._event(ev)
+        events = vradio.receive()
+        if events:
+            self._events.extend(events)
         self._drain()
 
     def _service(self):
-        # After each sleep: read, transmit what is due, then hand queued events to the firmware.
+        # From a sleep, machine.idle() or the watcher's scheduled callback: read, transmit what is due, then
+        # apply and deliver the events one at a time, each to the handler.
         self._pump()
         if self._in_irq:
             return
         self._in_irq = True
         try:
-            while self._irqs:
-                event, data, rid, kind = self._irqs.pop(0)
-                self._deliver(event, data, rid, kind)
+            while self._events:
+                self._event(self._events.pop(0))
         finally:
             self._in_irq = False
 
-    def _deliver(self, event, data, rid, kind):
-        result = None
-        if self._handler is not None:
-            try:
-                result = self._handler(event, data)
-            except Exception as e:  # the board prints the exception and carries on
-                sys.print_exception(e)
-        if rid is None:
-            return
-        if kind == "read":
-            status = result if isinstance(result, int) else 0
-            e = self._db.get(data[1])
-            vradio.send_json({"op": "reply", "id": rid, "status": status,
-                              "value": _hex(e.value()) if e is not None else ""})
-        elif kind == "get_secret":
-            vradio.send_json({"op": "reply", "id": rid, "value": None if result is None else _hex(_buf(result))})
-        elif kind == "set_secret":
-            vradio.send_json({"op": "reply", "id": rid, "ok": bool(result)})
+    def _call(self, event, data):
+        handler = self._handler
+        if handler is None:
+            return None
+        try:
+            return vclock.call_out(handler, event, data)
+        except Exception as e:
+            # invoke_irq_handler_run_protected(): printed, and the handler is disabled.
+            print("Unhandled exception in IRQ callback handler")
+            sys.print_exception(e)
+            self._handler = None
+            return None
 
-    def _irq(self, event, data, rid=None, kind=None):
-        self._irqs.append((event, data, rid, kind))
+    def _reply(self, rid, **fields):
+        fields["op"] = "reply"
+        fields["id"] = rid
+        vradio.send_json(fields)
 
     def _event(self, ev):
         name = ev.get("ev")
@@ -481,55 +578,54 @@ class BLE:
             return
         if not self._active:
             if "id" in ev:  # a request must be answered even while the radio is off: 0x0E unlikely error
-                vradio.send_json({"op": "reply", "id": ev["id"], "status": 0x0E, "value": None, "ok": False})
+                self._reply(ev["id"], status=0x0E, value=None, ok=False)
             return
         if name == "connect":
             c = _Conn(ev["conn"], ev["addr_type"], _unhex(ev["addr"]), ev.get("interval", 24) * 1250 or
                       _DEFAULT_CI_US, vclock.now_us())
             self._conns[c.handle] = c
             self._advertising = False  # legacy advertising stops when a central connects
-            self._irq(_IRQ_CENTRAL_CONNECT, (c.handle, c.addr_type, memoryview(c.addr)))
+            self._call(_IRQ_CENTRAL_CONNECT, (c.handle, c.addr_type, memoryview(c.addr)))
         elif name == "disconnect" or name == "lost":
             for h in ([ev["conn"]] if name == "disconnect" else list(self._conns)):
                 c = self._conns.pop(h, None)
                 if c is not None:
                     self._queued -= len(c.queue)
+                    c.held = []
                     self._passkeys.pop(h, None)
-                    self._irq(_IRQ_CENTRAL_DISCONNECT, (c.handle, c.addr_type, memoryview(c.addr)))
+                    self._call(_IRQ_CENTRAL_DISCONNECT, self._disconnect_data(c))
         elif name == "mtu":
             c = self._conns.get(ev["conn"])
             if c is not None:
                 c.mtu = ev["mtu"]
-                self._irq(_IRQ_MTU_EXCHANGED, (c.handle, c.mtu))
+                self._call(_IRQ_MTU_EXCHANGED, (c.handle, c.mtu))
         elif name == "conn_update":
             c = self._conns.get(ev["conn"])
             if c is not None:
                 c.ci_us = ev["interval"] * 1250 or c.ci_us
-                self._irq(_IRQ_CONNECTION_UPDATE, (c.handle, ev["interval"], ev["latency"], ev["timeout"],
-                                                   ev["status"]))
-        elif name == "enc":
-            self._irq(_IRQ_ENCRYPTION_UPDATE, (ev["conn"], bool(ev["encrypted"]), bool(ev["authenticated"]),
-                                               bool(ev["bonded"]), ev["key_size"]))
+                self._call(_IRQ_CONNECTION_UPDATE, (c.handle, ev["interval"], ev["latency"], ev["timeout"],
+                                                    ev["status"]))
         elif name == "write":
             e = self._db.get(ev["handle"])
             if e is not None:
                 e.remote_write(_unhex(ev["value"]))
-                self._irq(_IRQ_GATTS_WRITE, (ev["conn"], ev["handle"]))
+                self._call(_IRQ_GATTS_WRITE, (ev["conn"], ev["handle"]))
         elif name == "read":
-            self._irq(_IRQ_GATTS_READ_REQUEST, (ev["conn"], ev["handle"]), ev["id"], "read")
-        elif name == "get_secret":
-            key = _unhex(ev["key"])
-            self._irq(_IRQ_GET_SECRET, (ev["type"], ev["index"], None if key is None else memoryview(key)),
-                      ev["id"], "get_secret")
-        elif name == "set_secret":
-            value = _unhex(ev["value"])
-            self._irq(_IRQ_SET_SECRET, (ev["type"], memoryview(_unhex(ev["key"])),
-                                        None if value is None else memoryview(value)), ev["id"], "set_secret")
-        elif name == "passkey":
-            self._passkeys[ev["conn"]] = ev["action"]
-            self._irq(_IRQ_PASSKEY_ACTION, (ev["conn"], ev["action"], ev["passkey"]))
+            result = self._call(_IRQ_GATTS_READ_REQUEST, (ev["conn"], ev["handle"]))
+            e = self._db.get(ev["handle"])
+            self._reply(ev["id"], status=result if isinstance(result, int) else 0,
+                        value=_hex(e.value()) if e is not None else "")
         elif name == "indicate_done":
-            self._irq(_IRQ_GATTS_INDICATE_DONE, (ev["conn"], ev["handle"], ev["status"]))
+            self._call(_IRQ_GATTS_INDICATE_DONE, (ev["conn"], ev["handle"], ev["status"]))
+        else:
+            self._security_event(name, ev)
+
+    def _security_event(self, name, ev):
+        if "id" in ev:
+            self._reply(ev["id"], value=None, ok=False)
+
+    def _disconnect_data(self, c):
+        return (c.handle, c.addr_type, memoryview(c.addr))
 
     def _drain(self):
         # Connection events up to now, each taking up to per_event packets queued before it.
@@ -548,5 +644,140 @@ class BLE:
                     self._queued -= 1
                     sent += 1
                 c.next_ev += c.ci_us
+                self._refill(c, c.next_ev - c.ci_us)
             if not q and c.next_ev <= now:
                 c.next_ev += ((now - c.next_ev) // c.ci_us + 1) * c.ci_us
+
+    def _refill(self, c, t):
+        pass
+
+
+class _NimBLE(BLE):
+    """ESP32: MicroPython's NimBLE bindings, pairing and bonding compiled in."""
+
+    def _pairing_key(self, name, value):
+        if name in ("bond", "mitm", "le_secure"):
+            self._sec[name] = bool(value)
+        elif name == "io":
+            self._sec[name] = _int(value)
+        else:
+            return False
+        return True
+
+    def _load_keys(self):
+        # sync_cb() -> load_irk() while active(True) waits for the stack: the stored IRK is asked for (or a new
+        # one offered for storing), then, if the store works, every stored peer's keys (ble_hs_misc_restore_irks),
+        # all before active() returns. A handler registered after active(True) hears none of this.
+        irk = self._call(_IRQ_GET_SECRET, (_SECRET_OUR_IRK, 0, memoryview(b"irk")))
+        if irk is None or len(_buf(irk)) != 16:
+            import os
+            if not self._call(_IRQ_SET_SECRET, (_SECRET_OUR_IRK, memoryview(b"irk"), memoryview(os.urandom(16)))):
+                return []
+        bonds = []
+        while len(bonds) < 64:
+            value = self._call(_IRQ_GET_SECRET, (_SECRET_PEER, len(bonds), None))
+            if value is None:
+                break
+            bonds.append(_hex(_buf(value)))
+        return bonds
+
+    def _check_adv(self, interval_us, data):
+        units = interval_us // 625
+        if units and (units < 0x20 or units > 0x4000):
+            raise OSError(errno.EINVAL)
+        for d in data:
+            if d is not None and len(d) > _ADV_MAX_LEN:
+                raise OSError(errno.EINVAL)
+
+    def _disconnect_unknown(self):
+        return False  # ble_gap_terminate: BLE_HS_ENOTCONN
+
+    def _busy(self):
+        return self._advertising or bool(self._conns)  # ble_gatts_reset: BLE_HS_EBUSY
+
+    def _not_connected(self):
+        return errno.ENOTCONN
+
+    def _full(self, c, kind, value_handle, data):
+        raise OSError(errno.ENOMEM)  # ble_hs_mbuf_from_flat() found no mbuf: MP_ENOMEM
+
+    def gap_pair(self, conn_handle):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            self._check()
+            if conn_handle not in self._conns:
+                raise OSError(errno.ENOTCONN)
+            vradio.send_json({"op": "pair", "conn": conn_handle})
+        finally:
+            vradio.leave()
+
+    def gap_passkey(self, conn_handle, action, passkey):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            action = _int(action) & 0xFF
+            passkey = _int(passkey)
+            self._check()
+            if action not in (2, 3, 4):
+                raise OSError(errno.EINVAL)
+            if self._passkeys.pop(conn_handle, None) != action:
+                raise OSError(errno.ENOENT)  # no pairing waits for this answer
+            vradio.send_json({"op": "passkey", "conn": conn_handle, "action": action, "passkey": passkey})
+        finally:
+            vradio.leave()
+
+    def _security_event(self, name, ev):
+        if name == "enc":
+            # mp_bluetooth_gatts_on_encryption_update: ints, as in every event tuple
+            self._call(_IRQ_ENCRYPTION_UPDATE, (ev["conn"], 1 if ev["encrypted"] else 0,
+                                                1 if ev["authenticated"] else 0, 1 if ev["bonded"] else 0,
+                                                ev["key_size"]))
+        elif name == "get_secret":
+            key = _unhex(ev["key"])
+            result = self._call(_IRQ_GET_SECRET, (ev["type"], ev["index"], None if key is None else memoryview(key)))
+            self._reply(ev["id"], value=None if result is None else _hex(_buf(result)))
+        elif name == "set_secret":
+            value = _unhex(ev["value"])
+            result = self._call(_IRQ_SET_SECRET, (ev["type"], memoryview(_unhex(ev["key"])),
+                                                  None if value is None else memoryview(value)))
+            self._reply(ev["id"], ok=bool(result))
+        elif name == "passkey":
+            self._passkeys[ev["conn"]] = ev["action"]
+            self._call(_IRQ_PASSKEY_ACTION, (ev["conn"], ev["action"], ev["passkey"]))
+        else:
+            BLE._security_event(self, name, ev)
+
+
+class _BTstack(BLE):
+    """Pico W: MicroPython's BTstack bindings as the rp2 port builds them (no pairing or bonding)."""
+
+    def _disconnect_unknown(self):
+        return True  # mp_bluetooth_gap_disconnect() calls gap_disconnect() and returns 0 whatever the handle
+
+    def _not_connected(self):
+        return errno.EINVAL  # att_server_notify: ERROR_CODE_UNKNOWN_CONNECTION_IDENTIFIER -> MP_EINVAL
+
+    def _full(self, c, kind, value_handle, data):
+        # att_server_notify() says BTSTACK_ACL_BUFFERS_FULL: mp_bluetooth_gatts_notify_indicate() copies the
+        # value into a pending op on the MicroPython heap (m_tracked_calloc), asks to be called when the ATT
+        # can send (att_server_request_to_send_notification) and returns 0. Nothing bounds that list.
+        copy = bytearray(len(data))
+        copy[:] = data
+        c.held.append((kind, value_handle, copy))
+
+    def _refill(self, c, t):
+        # At a connection event the controller's freed buffers take the oldest pending ops, in order.
+        held = c.held
+        while held and self._queued < self._qcap:
+            kind, handle, value = held.pop(0)
+            c.queue.append((t, kind, handle, value))
+            self._queued += 1
+
+    def _disconnect_data(self, c):
+        # HCI_EVENT_DISCONNECTION_COMPLETE: BTstack reports addr_type 0xff and a zero address.
+        return (c.handle, 0xFF, memoryview(bytes(6)))
+
+    def pending(self):
+        """Not MicroPython's API: notifications waiting on the heap (for tests and the probe's report)."""
+        return sum(len(c.held) for c in self._conns.values())

@@ -11,12 +11,20 @@
 #   KIND_INDICATE same layout, an indication
 # The bridge speaks first with {"ev": "hello", ...}: the controller's address and the stack's model parameters.
 #
-# Nothing here runs by itself: incoming frames are read whenever the firmware sleeps on the virtual clock
-# (vclock.hooks) or calls into `bluetooth`, so events reach the firmware's IRQ handler on its own thread.
+# When events are delivered: as on a board, between any two bytecodes of the firmware. A watcher thread (the
+# unix port's _thread, no GIL) only polls the socket and, when something has arrived, asks MicroPython's
+# scheduler once to run _kick on the firmware's own thread (micropython.schedule, allocation-free; the
+# scheduler runs it at the next bytecode boundary). All reading, parsing and handler calls happen there. A kick
+# that lands inside an emulated module (vclock's depth > 0: the board's C code, where no IRQ can run) or while
+# the firmware holds the heap locked (micropython.heap_lock: nothing could be parsed) is deferred: to the end
+# of the bluetooth call it interrupted, to the next sleep or machine.idle() (vclock.hooks), or to the next
+# kick, which the watcher retries after a millisecond. Without a bridge there is no thread and no event.
 import json
+import micropython
 import select
 import socket
 import struct
+import _thread
 
 import vclock
 
@@ -32,6 +40,18 @@ _rx = [b""]  # bytes received and not yet parsed into frames
 _inbox = []  # JSON objects parsed and not yet taken
 _listeners = []  # functions called after every sleep while connected
 _pace = [0, 0, 0]  # [virtual us per real ms (0: no pacing), virtual us at start, host ms at start]
+# [watcher state: 0 idle, 1 kick scheduled, 2 kick deferred (retry in 1 ms); a deferred kick waits; generation
+# of the link the watcher serves]
+_sig = [0, 0, 0]
+
+# The stack of the board, for a probe without a bridge (and to check a bridge against): use_board() sets it.
+BOARD_STACKS = {"pico_w": "btstack", "xiao_esp32s3": "nimble"}
+board_stack = [None]
+
+
+def use_board(board):
+    """The board the probe emulates decides its BLE stack (before the firmware creates bluetooth.BLE())."""
+    board_stack[0] = BOARD_STACKS.get(board)
 
 
 def connect(port, host="127.0.0.1", pace=None, timeout_ms=5000):
@@ -63,6 +83,12 @@ def connect(port, host="127.0.0.1", pace=None, timeout_ms=5000):
     set_pace(pace)
     if _on_sleep not in vclock.hooks:
         vclock.hooks.append(_on_sleep)
+    _sig[0] = 0
+    _sig[1] = 0
+    _sig[2] += 1
+    watcher = select.poll()
+    watcher.register(s, select.POLLIN)
+    _thread.start_new_thread(_watch, (watcher, _sig[2]))
     return info
 
 
@@ -156,6 +182,62 @@ def _lost():
     _inbox.append({"ev": "lost"})
 
 
+def _watch(p, gen):
+    # The watcher thread: no allocation, no parsing, nothing shared but _sig; the kick does the work.
+    sleep_us = _host.sleep_us
+    while _sig[2] == gen and _link[0] is not None:
+        state = _sig[0]
+        if state == 1:
+            sleep_us(200)
+            continue
+        if state == 2:
+            sleep_us(1000)
+            _sig[0] = 0
+        for _ in p.ipoll(20):
+            _sig[0] = 1
+            try:
+                micropython.schedule(_kick, None)
+            except RuntimeError:  # the scheduler's queue is full: try again shortly
+                _sig[0] = 2
+            break
+
+
+def _heap_locked():
+    micropython.heap_lock()
+    return micropython.heap_unlock() > 0
+
+
+def _kick(_):
+    # Scheduled by the watcher, run by MicroPython between two bytecodes of whatever runs now.
+    if vclock._cpu[1] or _heap_locked():
+        _sig[1] = 1
+        _sig[0] = 2
+        return
+    _service()
+
+
+def _service():
+    _sig[0] = 0
+    _sig[1] = 0
+    vclock.enter()
+    try:
+        for fn in _listeners:
+            fn()
+    finally:
+        vclock.leave()
+
+
+def enter():
+    """A call into the stack (bluetooth.BLE's methods): the board's code, not the firmware's."""
+    vclock.enter()
+
+
+def leave():
+    vclock.leave()
+    if _sig[1] and not vclock._cpu[1] and not _heap_locked():
+        _service()  # an event arrived while the stack was busy: delivered as the call returns
+
+
 def _on_sleep():
     if _pace[0] and not vclock._state[1]:
         while True:
@@ -166,5 +248,7 @@ def _on_sleep():
                 _host.sleep_ms(ahead_ms)
             else:
                 _read(ahead_ms)
+    _sig[0] = 0
+    _sig[1] = 0
     for fn in _listeners:
         fn()
