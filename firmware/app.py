@@ -15,7 +15,9 @@ def main():
         ble = BleLink(dev, firmware=dev.version)
         dev.links.append(ble)
         log.note("BLE: advertising as " + ble.name)
-    except (ImportError, OSError) as e:  # a board without a radio still streams on its serial console
+    # A board without a radio, or whose stack refuses what the link asks of it (ValueError: a config key it does
+    # not have), still streams on its serial console.
+    except (ImportError, OSError, ValueError) as e:
         log.note("no BLE: %s" % e)
     dev.start()
     try:

@@ -4,6 +4,17 @@
 # the main loop between sampling batches, does the work: answers commands, sends samples. Samples leave the
 # ring only once the stack has taken them; when the stack is out of buffers (OSError from gatts_notify) they
 # wait in the ring, and if the ring fills its oldest are dropped and counted, so the loop never waits.
+#
+# The two boards' stacks differ (MicroPython builds pairing and bonding only with NimBLE):
+# - ESP32-S3, NimBLE: pairing and bonding config, the bonds kept here through _IRQ_GET/SET_SECRET, which the
+#   stack asks for during active(True) (so the handler is registered first); gatts_notify raises
+#   OSError(ENOMEM) when its buffers are gone.
+# - Pico W, BTstack: no pairing or bonding keys (config raises ValueError), the link is never encrypted, so
+#   the control characteristic (write-encrypted) cannot be written; the probe streams without bonding.
+#   gatts_notify never refuses: what the controller cannot take waits on the heap, without bound. This side
+#   bounds it instead (see _paced).
+# IRQs run between any two bytecodes on both boards: service() reads self.conn once per pass, and a gatts_notify
+# for a connection that has just gone (OSError, or TypeError for a handle that is not an int) ends the pass.
 import binascii
 import json
 import bluetooth
@@ -15,6 +26,7 @@ _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
 _IRQ_MTU_EXCHANGED = const(21)
+_IRQ_CONNECTION_UPDATE = const(27)
 _IRQ_ENCRYPTION_UPDATE = const(28)
 _IRQ_GET_SECRET = const(29)
 _IRQ_SET_SECRET = const(30)
@@ -33,6 +45,15 @@ _SERVICE_UUID_LE = bytes(reversed(binascii.unhexlify("301b00015a5e487cb7c0b53a1d
 
 _MAX_BATCH = const(12)  # samples per notification at MTU 247
 _NOTIFY_PER_SERVICE = const(4)  # notifications per service() call: the loop gets the CPU back quickly
+# Pacing where the stack never refuses (BTstack): a controller sends at least two packets per connection event,
+# so notifications are given to the stack at two per connection interval, with at most four in hand (a burst
+# after a quiet spell); whatever the link cannot carry then stays in the ring, whose overflow is counted,
+# instead of growing the stack's heap queue. The interval is the one the stack reported (_IRQ_CONNECTION_UPDATE);
+# until then 15 ms is assumed (133 notifications/s: more than 1000 samples/s need at MTU 247).
+_PACED_PER_INTERVAL = const(2)
+_PACED_MAX = const(4)
+_ASSUMED_INTERVAL_MS = const(15)
+_ENOMEM = const(12)
 _STATUS_EVERY_MS = const(2000)
 _ADV_INTERVAL_US = const(100000)
 BONDS_PATH = "/nt_bonds.json"
@@ -62,11 +83,21 @@ class BleLink:
         self.sent = 0
         self.busy = 0  # notifications the stack refused (out of buffers), since connection
         self.next_status = time.ticks_ms()
+        self.interval_ms = _ASSUMED_INTERVAL_MS
+        self.credit = _PACED_MAX
+        self.credit_t = self.next_status
         self.secrets = self._load_secrets()
         ble = self.ble
+        ble.irq(self._irq)  # first: NimBLE asks for the stored keys during active(True)
         ble.active(True)
-        ble.config(gap_name=self.name, mtu=247, bond=True, le_secure=True, mitm=False, io=3)  # 3: no IO
-        ble.irq(self._irq)
+        ble.config(gap_name=self.name, mtu=247)
+        try:
+            ble.config(bond=True, le_secure=True, mitm=False, io=3)  # 3: no IO
+            self.pairing = True
+        except ValueError:  # BTstack: MicroPython builds it without pairing and bonding
+            self.pairing = False
+        # Only NimBLE refuses a notification it has no buffer for; BTstack queues it on the heap, so pace.
+        self._paced = not self.pairing
         nt = (SERVICE_UUID, ((MEASUREMENT_UUID, _F_NOTIFY), (CONTROL_UUID, _F_WRITE | _F_WRITE_ENCRYPTED),
                              (STATUS_UUID, _F_READ | _F_NOTIFY)))
         dis = (bluetooth.UUID(0x180A), ((bluetooth.UUID(0x2A29), _F_READ), (bluetooth.UUID(0x2A24), _F_READ),
@@ -94,6 +125,9 @@ class BleLink:
             self.mtu = 23
             self.encrypted = False
             self.busy = 0
+            self.interval_ms = _ASSUMED_INTERVAL_MS
+            self.credit = _PACED_MAX
+            self.credit_t = time.ticks_ms()
             self.ring.reset_dropped()
             # A new host wants the needle as it is now: what queued while nobody listened is not sent.
             self.ring.clear()
@@ -105,6 +139,10 @@ class BleLink:
         elif event == _IRQ_MTU_EXCHANGED:
             if data[0] == self.conn:
                 self.mtu = data[1]
+        elif event == _IRQ_CONNECTION_UPDATE:
+            if data[0] == self.conn and data[4] == 0:
+                ms = data[1] * 5 // 4  # units of 1.25 ms
+                self.interval_ms = ms if ms > 0 else 1
         elif event == _IRQ_ENCRYPTION_UPDATE:
             conn, encrypted, _authenticated, bonded, _key_size = data
             if conn == self.conn:
@@ -181,12 +219,15 @@ class BleLink:
         if self.command_len:
             self._answer()
         now = time.ticks_ms()
+        conn = self.conn  # once per pass: an IRQ may end the connection between any two bytecodes
+        if self._paced:
+            self._earn(now)
         if time.ticks_diff(now, self.next_status) >= 0:
             self.next_status = time.ticks_add(now, _STATUS_EVERY_MS)
             self._refresh_status()
-            if self.conn is not None:
-                self._notify(self.h_status, self.dev.status_record())
-        if self.conn is None:
+            if conn is not None:
+                self._notify(conn, self.h_status, self.dev.status_record(), True)
+        if conn is None:
             return
         per = (self.mtu - 3) // 20
         if per > _MAX_BATCH:
@@ -195,18 +236,39 @@ class BleLink:
             n = self.ring.copy_oldest(self.out, per)
             if not n:
                 return
-            if not self._notify(self.h_meas, self.views[n]):
-                return  # the stack is full: the samples stay queued
+            if not self._notify(conn, self.h_meas, self.views[n]):
+                return  # the stack is full (or the link gone, or paced): the samples stay queued
             self.ring.consume(n)
             self.sent += n
 
-    def _notify(self, handle, data):
+    def _earn(self, now):
+        # Notifications the link has carried since the last pass, at the paced rate; capped.
+        elapsed = time.ticks_diff(now, self.credit_t)
+        if elapsed < self.interval_ms:
+            return
+        k = elapsed // self.interval_ms
+        self.credit += k * _PACED_PER_INTERVAL
+        if self.credit >= _PACED_MAX:
+            self.credit = _PACED_MAX
+            self.credit_t = now
+        else:
+            self.credit_t = time.ticks_add(self.credit_t, k * self.interval_ms)
+
+    def _notify(self, conn, handle, data, force=False):
+        # force: a command's result or the status, rare and never held back by the pacing (they still count).
+        if self._paced:
+            if self.credit <= 0 and not force:
+                return False
+            self.credit -= 1
         try:
             # The stubs omit gatts_notify's connection handle; the ports take (conn, handle, data).
-            self.ble.gatts_notify(self.conn, handle, data)  # type: ignore[call-arg, arg-type]
+            self.ble.gatts_notify(conn, handle, data)  # type: ignore[call-arg, arg-type]
             return True
-        except OSError:
-            self.busy += 1
+        except OSError as e:
+            if e.args[0] == _ENOMEM:
+                self.busy += 1  # NimBLE is out of buffers
+            return False  # else the connection has gone (ENOTCONN on NimBLE, EINVAL on BTstack)
+        except TypeError:  # a handle that is not an int: the connection has gone
             return False
 
     def _answer(self):
@@ -214,8 +276,9 @@ class BleLink:
         self.command_len = 0
         data = bytes(self.command[:n]) if n <= len(self.command) else bytes(self.command) + b"\x00"
         result, extra = self.dev.control.handle(data, self.encrypted)
-        if self.conn is not None:
-            self._notify(self.h_status, result)
+        conn = self.conn
+        if conn is not None:
+            self._notify(conn, self.h_status, result, True)
             if extra is not None:
-                self._notify(self.h_status, extra)
+                self._notify(conn, self.h_status, extra, True)
         self._refresh_status()

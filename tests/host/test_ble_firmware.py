@@ -23,6 +23,10 @@ from needletrack.protocol import (
     decode_record,
     encode_command,
 )
+from needletrack.sim import scenario, serve
+from needletrack.sim.console import Console
+from needletrack.sim.radio import RadioBridgeThread, RadioConfig, stack_for_board
+from tests.host.conftest import SERVED
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +145,61 @@ def test_connecting_to_a_malformed_or_absent_address_says_why(probe):
 
     assert "is not a Bluetooth address" in asyncio.run(attempt("F4:12:FA:00:01"))
     assert "no answer within 1 s" in asyncio.run(attempt("AA:BB:CC:DD:EE:FF/P"))
+
+
+async def _btstack_session(transport: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    async with BumbleLink(transport) as link:
+        found = await link.scan(5.0, first=True)
+        assert found and found[0].name is not None and found[0].name.startswith("NeedleTrack-")
+        await link.connect(found[0].address, timeout=5.0)
+        out["mtu"] = link.mtu_size
+        out["board"] = (await link.read("00002a27-0000-1000-8000-00805f9b34fb")).decode()
+        out["status"] = decode_record(await link.read_status())
+        await link.start_notify()
+        seqs: list[int] = []
+        sizes: list[int] = []
+        async for note in link.notifications(timeout=3.0):
+            sizes.append(len(note.data))
+            seqs.extend(s.seq for s in decode_notification(note.data))
+            if len(seqs) > 600:
+                break
+        out["seqs"], out["sizes"] = seqs, sizes
+        with pytest.raises(SecurityError) as refused:
+            await link.write_control(encode_command(Opcode.SET_GUIDE_ANGLE, 1, 4500))
+        out["att_error"] = refused.value.att_error
+        with pytest.raises(LinkError, match="pairing failed"):
+            await link.pair()
+        out["encrypted"] = link.is_encrypted
+        await link.disconnect()
+    return out
+
+
+def test_the_firmware_boots_and_streams_on_a_pico_w_over_btstack(tmp_path):
+    # The Pico W's stack as MicroPython builds it: no pairing or bonding config (the firmware boots without
+    # them), a notify that never refuses (the firmware paces itself), a link that is never encrypted.
+    session, fresh = serve.prepare(scenario.parse(SERVED), tmp_path)
+    doc = json.loads(session.read_text())
+    doc["board"] = "pico_w"
+    if "cpu" in doc:
+        doc["cpu"] = "ideal"  # the stack under test, not the board's CPU speed
+    try:
+        from needletrack.sim import boards  # type: ignore[attr-defined, unused-ignore]
+
+        doc["board_profile"] = boards.profile("pico_w").session()
+    except ImportError:
+        pass
+    with RadioBridgeThread(RadioConfig(stack=stack_for_board("pico_w"))) as radio:
+        doc["radio"] = {"port": radio.shim_port, "pace": 1}
+        session.write_text(json.dumps(doc, indent=1))
+        with Console(tmp_path, session, provision=fresh):
+            out = asyncio.run(asyncio.wait_for(_btstack_session(radio.transport), 60))
+    assert out["board"] == "pico_w" and out["mtu"] == 247
+    assert isinstance(out["status"], Status)
+    seqs = out["seqs"]
+    assert isinstance(seqs, list) and len(seqs) > 600
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs)), "sequence gaps"
+    sizes = out["sizes"]
+    assert isinstance(sizes, list) and max(sizes) <= 240 and all(s % 20 == 0 for s in sizes)
+    assert out["att_error"] == 0x0F  # BTstack: Insufficient Encryption; the link cannot be encrypted
+    assert out["encrypted"] is False
