@@ -192,7 +192,20 @@ def sim_list() -> None:
     console.print(table)
 
 
-def _run_scenario(name: str, record: Path | None, realtime: bool, rate: int, workdir: Path | None):
+BOARD_OPTION = click.option(
+    "--board", type=click.Choice(["pico_w", "xiao_esp32s3"]), default="xiao_esp32s3", show_default=True,
+    help="The board the virtual probe is: its CPU, I2C, flash, heap, pins and BLE stack (docs/virtual-probe.md).")
+CPU_OPTION = click.option(
+    "--cpu", type=click.Choice(["board", "ideal"]), default="board", show_default=True,
+    help="board: the firmware's compute, I2C and flash time cost what they cost on the board; "
+         "ideal: they are free, and a run repeats to the bit.")
+FIRMWARE_OPTION = click.option(
+    "--firmware", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run this firmware tree instead of the project's, deployed as `needletrack flash` deploys it.")
+
+
+def _run_scenario(name: str, record: Path | None, realtime: bool, rate: int, workdir: Path | None,
+                  board: str = "xiao_esp32s3", cpu: str = "board", firmware: Path | None = None):
     from needletrack.sim import runner, scenario
 
     try:
@@ -205,7 +218,8 @@ def _run_scenario(name: str, record: Path | None, realtime: bool, rate: int, wor
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(f"{sc.name} on the virtual probe", total=sc.duration_s)
         try:
-            summary = runner.run(sc, work, realtime=realtime, record=record, rate_hz=rate,
+            summary = runner.run(sc, work, realtime=realtime, record=record, rate_hz=rate, board=board, cpu=cpu,
+                                 firmware=firmware,
                                  on_progress=lambda t: progress.update(task, completed=min(t, sc.duration_s)))
         except (runner.VirtualProbeError, FileExistsError) as e:
             raise click.ClickException(str(e)) from None
@@ -226,6 +240,26 @@ def _print_summary(summary) -> None:
         if line.startswith("# fault"):
             table.add_row("fault", line[2:])
     console.print(table)
+    if summary.device_load:
+        console.print(_device_load_table(summary.device_load))
+
+
+def _device_load_table(load: dict) -> Table:
+    # What a board would have had to do: the probe charged the firmware its compute, bus and flash time.
+    table = Table("", "", title=f"device load on {load['board']} (cpu {load['cpu']})", show_header=False)
+    cpu = load["cpu_fraction"]
+    bus = load["bus_fraction"]
+    style = "red" if cpu + bus >= 1 else ("yellow" if cpu + bus > 0.5 else "green")
+    table.add_row("CPU", f"[{style}]{cpu:.3f} s per device second[/] (+ I2C {bus:.3f} s)")
+    table.add_row("IMU samples processed", f"{load['imu_samples_processed_fraction'] * 100:.1f} %"
+                  f" ({load['imu_samples_lost']} lost)")
+    table.add_row("FIFO overruns", str(load["fifo_overruns"]))
+    table.add_row("free heap, lowest", f"{load['heap_free_min_bytes']:,} B")
+    if load.get("flash_s"):
+        table.add_row("flash busy", f"{load['flash_s'] * 1000:.1f} ms")
+    if load["cpu"] == "board":
+        table.add_row("scale", f"{load['scale']:.1f} board us per host us")
+    return table
 
 
 @sim_group.command("run")
@@ -234,9 +268,13 @@ def _print_summary(summary) -> None:
 @click.option("--realtime", is_flag=True, help="Pace the virtual probe by the host clock (live use).")
 @click.option("--rate", default=200, show_default=True, help="Output sample rate configured on the device, Hz.")
 @click.option("--workdir", type=click.Path(path_type=Path), help="Keep the virtual probe's files here.")
-def sim_run(scenario_name: str, record: Path | None, realtime: bool, rate: int, workdir: Path | None) -> None:
+@BOARD_OPTION
+@CPU_OPTION
+@FIRMWARE_OPTION
+def sim_run(scenario_name: str, record: Path | None, realtime: bool, rate: int, workdir: Path | None, board: str,
+            cpu: str, firmware: Path | None) -> None:
     """Run SCENARIO (a library name or a JSON file) through the virtual probe to its end."""
-    _, summary = _run_scenario(scenario_name, record, realtime, rate, workdir)
+    _, summary = _run_scenario(scenario_name, record, realtime, rate, workdir, board, cpu, firmware)
     _print_summary(summary)
     if record is not None:
         console.print(f"recording: {record}")

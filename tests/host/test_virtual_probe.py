@@ -1,4 +1,7 @@
-"""The virtual probe end to end: the unchanged firmware on MicroPython, emulated chips, decoded samples."""
+"""The virtual probe end to end: the unchanged firmware on MicroPython, emulated chips, decoded samples.
+
+These check what the firmware computes and streams, so they run with ``cpu="ideal"`` (compute, bus and flash
+free, and runs repeatable to the byte); tests/host/test_board_model.py checks what a board charges."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ SHORT = {
 def short_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("vp")
     sc = scenario.parse(SHORT)
-    summary = runner.run(sc, base / "work", record=base / "rec")
+    summary = runner.run(sc, base / "work", record=base / "rec", cpu="ideal")
     return sc, summary, recording.load(base / "rec"), base
 
 
@@ -63,7 +66,7 @@ def test_recorded_values_reproduce_the_scenario_truth(short_run):
 
 def test_the_same_seed_gives_byte_identical_samples(short_run, tmp_path):
     sc, _, _, base = short_run
-    runner.run(sc, tmp_path / "work", record=tmp_path / "rec")
+    runner.run(sc, tmp_path / "work", record=tmp_path / "rec", cpu="ideal")
     for name in ("samples.csv", "events.csv", "truth.csv"):
         assert (tmp_path / "rec" / name).read_bytes() == (base / "rec" / name).read_bytes(), name
 
@@ -71,7 +74,7 @@ def test_the_same_seed_gives_byte_identical_samples(short_run, tmp_path):
 def test_an_unplugged_needle_sensor_is_flagged_and_recovers(tmp_path):
     doc = dict(SHORT, depth=[[0, 20.0], [6, 20.0]],
                faults=[{"kind": "unplug", "sensor": "hall_a", "t_s": 2.0, "until_s": 3.0}])
-    runner.run(scenario.parse(doc), tmp_path / "work", record=tmp_path / "rec")
+    runner.run(scenario.parse(doc), tmp_path / "work", record=tmp_path / "rec", cpu="ideal")
     rec = recording.load(tmp_path / "rec")
     t = rec.samples["device_time_s"]
     during = (t > 2.05) & (t < 3.0)
@@ -92,7 +95,7 @@ def _run_kept(doc: dict, work) -> tuple[runner.RunSummary, list[Sample], np.ndar
         samples.extend(batch)
         times.append(device_s)
 
-    summary = runner.run(scenario.parse(doc), work, on_samples=keep)
+    summary = runner.run(scenario.parse(doc), work, on_samples=keep, cpu="ideal")
     return summary, samples, np.concatenate(times)
 
 
@@ -161,7 +164,7 @@ def test_1000_samples_per_second_from_an_imu_at_1666_hz(tmp_path):
         times.append(device_s)
         flags.update(f for x in samples for f in x.flags)
 
-    summary = runner.run(sc, tmp_path / "work", rate_hz=1000, on_samples=keep)
+    summary = runner.run(sc, tmp_path / "work", rate_hz=1000, on_samples=keep, cpu="ideal")
     session = json.loads((tmp_path / "work" / "session.json").read_text())
     assert session["imu_odr_mhz"] == 1666750 and session["config"]["rate_hz"] == 1000
     # The feed written at the chip's rate: one record every 1 / 1666.75 s.
@@ -189,7 +192,7 @@ def test_the_feed_rate_is_the_firmware_imu_rate():
 @pytest.mark.slow
 def test_twenty_minute_session_across_the_device_tick_wrap(tmp_path):
     sc = scenario.load("long_session_20min")
-    summary = runner.run(sc, tmp_path / "work", record=tmp_path / "rec")
+    summary = runner.run(sc, tmp_path / "work", record=tmp_path / "rec", cpu="ideal")
     rec = recording.load(tmp_path / "rec")
     t = rec.samples["device_time_s"]
     assert t[-1] > (1 << 30) / 1e6 + 60  # well past the wrap at 1073.74 s

@@ -130,6 +130,12 @@ class LSM6DSOXEmu(RegisterDevice):
         self.temperature_raw = 0  # OUT_TEMP: 256 LSB/degC, 0 = 25 degC
         self.sample = [0, 0, 0, 0, 0, 0]
         self.samples = 0  # sample instants produced since power-on
+        # FIFO accounting across power cycles, for the probe's load report: words pushed, lost to overrun,
+        # read out, and overrun episodes (the FIFO full, then read below full again)
+        self.words_in = 0
+        self.words_lost = 0
+        self.words_read = 0
+        self.overruns = 0
         self.fifo = bytearray(FIFO_WORDS * _WORD)
         self._pend = bytearray(14)  # OUT_TEMP_L..OUTZ_H_A updates held back by BDU
         self._int_pins = [None, None]
@@ -317,7 +323,11 @@ class LSM6DSOXEmu(RegisterDevice):
 
     # -- FIFO
     def _push(self, tag, x, y, z):
+        self.words_in += 1
         if self._count >= self._depth:
+            self.words_lost += 1
+            if not self._ovr:
+                self.overruns += 1
             self._ovr = True
             self._ovr_latched = True
             mode = self._fifo_mode
@@ -367,6 +377,7 @@ class LSM6DSOXEmu(RegisterDevice):
             if reg == _FIFO_LAST:
                 self._head = (self._head + 1) % FIFO_WORDS
                 self._count -= 1
+                self.words_read += 1
                 if self._count < self._depth:
                     self._ovr = False
             return v

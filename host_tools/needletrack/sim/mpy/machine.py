@@ -8,6 +8,8 @@
 import sys
 
 import vboard
+import vclock
+from vclock import enter, leave
 
 
 def _builtin_machine():
@@ -38,8 +40,6 @@ del _builtin
 def idle():
     # A board's WFI: the core sleeps until an interrupt, and its tick wakes it at least every millisecond. The
     # radio's events are delivered then (vclock.hooks); at most 1 ms of device time passes.
-    import vclock  # the board's clock, already loaded: no allocation
-
     vclock.enter()
     try:
         vclock.sleep_us(1000)
@@ -58,14 +58,15 @@ SOFT_RESET = 5
 
 
 class I2C:
-    """machine.I2C on a virtual bus. Each call is one bus transaction against the chip at `addr`."""
+    """machine.I2C on a virtual bus. Each call is one bus transaction against the chip at `addr`, and takes its
+    bits' time at the bus frequency (vclock.charge_us): the firmware waits for the bus as on a board."""
 
     def __init__(self, id=0, *, scl=None, sda=None, freq=400_000, timeout=50_000):
         self._bus = _board.bus(id)
         self.init(scl=scl, sda=sda, freq=freq, timeout=timeout)
 
     def init(self, *, scl=None, sda=None, freq=400_000, timeout=50_000):
-        self._bus.freq = freq
+        self._bus.set_freq(freq, _board.i2c)
         self.scl = scl
         self.sda = sda
         self.timeout = timeout
@@ -77,15 +78,29 @@ class I2C:
         return f"I2C({self._bus.id}, freq={self._bus.freq})"
 
     def scan(self):
-        _board.sync()
-        return self._bus.scan()
+        bus = self._bus
+        enter()
+        try:
+            _board.sync()
+            found = bus.scan()
+            bus.pending = 112 * 11  # one address byte with its start and stop for each of 0x08-0x77
+            return found
+        finally:
+            bus.settle()
+            leave()
 
     def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
         _check_addrsize(addrsize)
-        _board.sync()
-        dev = self._bus.begin(addr, 3 + len(buf), 3)
-        dev.i2c_select(memaddr)
-        dev.i2c_read(buf)
+        bus = self._bus
+        enter()
+        try:
+            _board.sync()
+            dev = bus.begin(addr, 3 + len(buf), 3)
+            dev.i2c_select(memaddr)
+            dev.i2c_read(buf)
+        finally:
+            bus.settle()
+            leave()
 
     def readfrom_mem(self, addr, memaddr, nbytes, *, addrsize=8):
         buf = bytearray(nbytes)
@@ -94,15 +109,27 @@ class I2C:
 
     def writeto_mem(self, addr, memaddr, buf, *, addrsize=8):
         _check_addrsize(addrsize)
-        _board.sync()
-        dev = self._bus.begin(addr, 2 + len(buf), 2)
-        dev.i2c_select(memaddr)
-        dev.i2c_write(buf, 0)
+        bus = self._bus
+        enter()
+        try:
+            _board.sync()
+            dev = bus.begin(addr, 2 + len(buf), 2)
+            dev.i2c_select(memaddr)
+            dev.i2c_write(buf, 0)
+        finally:
+            bus.settle()
+            leave()
 
     def readfrom_into(self, addr, buf, stop=True):
-        _board.sync()
-        dev = self._bus.begin(addr, 1 + len(buf), 2)
-        dev.i2c_read(buf)
+        bus = self._bus
+        enter()
+        try:
+            _board.sync()
+            dev = bus.begin(addr, 1 + len(buf), 2)
+            dev.i2c_read(buf)
+        finally:
+            bus.settle()
+            leave()
 
     def readfrom(self, addr, nbytes, stop=True):
         buf = bytearray(nbytes)
@@ -110,12 +137,18 @@ class I2C:
         return bytes(buf)
 
     def writeto(self, addr, buf, stop=True):
-        _board.sync()
-        dev = self._bus.begin(addr, 1 + len(buf), 2)
-        if len(buf):
-            dev.i2c_select(buf[0])
-            dev.i2c_write(buf, 1)
-        return len(buf)
+        bus = self._bus
+        enter()
+        try:
+            _board.sync()
+            dev = bus.begin(addr, 1 + len(buf), 2)
+            if len(buf):
+                dev.i2c_select(buf[0])
+                dev.i2c_write(buf, 1)
+            return len(buf)
+        finally:
+            bus.settle()
+            leave()
 
     def writevto(self, addr, vector, stop=True):
         data = bytearray()
@@ -162,23 +195,39 @@ class Pin(PinBase):
             _board.mcu_drive(st, st.out)
 
     def value(self, x=None):
-        _board.sync()
-        if x is None:
-            return self._st.level()
-        _board.mcu_drive(self._st, 1 if x else 0)
-        return None
+        enter()
+        try:
+            _board.sync()
+            if x is None:
+                return self._st.level()
+            _board.mcu_drive(self._st, 1 if x else 0)
+            return None
+        finally:
+            leave()
 
     def __call__(self, x=None):
         return self.value(x)
 
     def on(self):
-        _board.mcu_drive(self._st, 1)
+        enter()
+        try:
+            _board.mcu_drive(self._st, 1)
+        finally:
+            leave()
 
     def off(self):
-        _board.mcu_drive(self._st, 0)
+        enter()
+        try:
+            _board.mcu_drive(self._st, 0)
+        finally:
+            leave()
 
     def toggle(self):
-        _board.mcu_drive(self._st, 0 if self._st.out else 1)
+        enter()
+        try:
+            _board.mcu_drive(self._st, 0 if self._st.out else 1)
+        finally:
+            leave()
 
     def mode(self, mode=None):
         if mode is None:
@@ -237,6 +286,9 @@ class ADC:
 
     def __init__(self, pin, *, atten=None):
         self.id = _pin_id(pin)
+        pins = _board.adc_pins
+        if pins is not None and self.id not in pins:
+            raise ValueError("Pin doesn't have ADC capabilities")
         self._atten = atten
         self._bits = 12
 
@@ -250,9 +302,13 @@ class ADC:
         return 3_300_000 if self._atten is None else self._FULL_SCALE_UV[self._atten]
 
     def read_uv(self):
-        _board.sync()
-        uv = _board.adc_uv.get(self.id, 0)
-        return max(0, min(uv, self._full_scale_uv()))
+        enter()
+        try:
+            _board.sync()
+            uv = _board.adc_uv.get(self.id, 0)
+            return max(0, min(uv, self._full_scale_uv()))
+        finally:
+            leave()
 
     def read_u16(self):
         return self.read_uv() * 65535 // self._full_scale_uv()
@@ -314,6 +370,11 @@ class Timer:
     PERIODIC = 1
 
     def __init__(self, id=-1, *, mode=PERIODIC, period=-1, freq=-1, callback=None, tick_hz=1000):
+        ids = _board.timer_ids
+        if ids is not None and not ids[0] <= id <= ids[1]:
+            # rp2: only the soft timer, -1; ESP32-S3: -1 (esp_timer) and hardware timers 0-3
+            raise ValueError("Timer doesn't exist" if ids[1] < 0 else
+                             "Timer(%d) doesn't exist, there are only %d hardware timers" % (id, ids[1] + 1))
         self.id = id
         self._t = vboard.Timer(self)
         if callback is not None or period != -1 or freq != -1:
@@ -349,8 +410,12 @@ class WDT:
         _board.wdt_start(timeout)
 
     def feed(self):
-        _board.sync()
-        _board.wdt_feed()
+        enter()
+        try:
+            _board.sync()
+            _board.wdt_feed()
+        finally:
+            leave()
 
 
 def bitstream(pin, encoding, timing, buf):

@@ -2,6 +2,7 @@
 #
 # ticks_* wrap with the period of 32-bit boards, 2^30 us, so a long session meets the wrap exactly as on
 # hardware (the unix port's own period, 2^62, would hide it). time() and localtime() come from the host.
+# Every call is a call into the board: the firmware's compute up to it is charged first (vclock.enter).
 from micropython import const
 
 import vclock
@@ -18,15 +19,24 @@ time_ns = _host.time_ns
 
 
 def ticks_us():
-    return vclock.now_us() & _MASK
+    vclock.enter()
+    t = vclock.now_us() & _MASK
+    vclock.leave()
+    return t
 
 
 def ticks_ms():
-    return (vclock.now_us() // 1000) & _MASK
+    vclock.enter()
+    t = (vclock.now_us() // 1000) & _MASK
+    vclock.leave()
+    return t
 
 
 def ticks_cpu():
-    return vclock.now_us() & _MASK
+    vclock.enter()
+    t = vclock.now_us() & _MASK
+    vclock.leave()
+    return t
 
 
 def ticks_add(ticks, delta):
@@ -38,15 +48,19 @@ def ticks_diff(a, b):
 
 
 def sleep_us(us):
-    vclock.sleep_us(us)
+    vclock.enter()
+    try:
+        vclock.sleep_us(us)
+    finally:
+        vclock.leave()
 
 
 def sleep_ms(ms):
-    vclock.sleep_us(ms * 1000)
+    sleep_us(ms * 1000)
 
 
 def sleep(s):
-    vclock.sleep_us(int(s * 1000000))
+    sleep_us(int(s * 1000000))
 
 
 def time():

@@ -11,6 +11,8 @@
 # firmware tests can run them under micropython.heap_lock().
 import errno
 
+import vclock
+
 # Access kinds of a register (RegisterDevice.kind)
 RESERVED = 0
 RO = 1
@@ -121,9 +123,44 @@ class Bus:
         self.faults = {}
         # An address nobody answers: ESP32 reports ENODEV; rp2 reports EIO. Set to match the board emulated.
         self.nack_errno = errno.ENODEV
-        self.freq = 400_000
+        self.freq = 400_000  # what machine.I2C reports
+        self.scl_hz = 400_000  # what the bus really clocks at
         self.transactions = 0
         self.bits = 0  # SCL clocks spent (9 per byte incl. address bytes, +1 per start/stop)
+        self.pending = 0  # clocks of the transaction under way, charged as time when it ends (settle)
+        self.rem = 0  # us * scl_hz not yet charged: no rounding drift over millions of transactions
+        self.warned = 0
+
+    def set_freq(self, freq, rules=None):
+        """The frequency machine.I2C asks for, as the board's port handles it. rules: [source clock Hz for a
+        divider (0: exact), highest SCL Hz the part runs at, 1 if the port reports the rate it really set]."""
+        if freq <= 0:
+            raise ValueError("freq must be positive")
+        scl = freq
+        if rules is not None:
+            src, top, actual = rules
+            if src:
+                scl = src // ((src + freq // 2) // freq)  # the divider the port computes (pico-sdk's rounding)
+            if top and scl > top:
+                if not self.warned:
+                    self.warned = 1
+                    print("# I2C %d: %d Hz is beyond the %d Hz this board's I2C master runs at; the bus runs at %d Hz"
+                          % (self.id, freq, top, top))
+                scl = top
+            if actual:
+                freq = scl
+        self.freq = freq
+        self.scl_hz = scl
+
+    def settle(self):
+        """The transaction is over: its clocks pass as device time (the firmware waited for the bus)."""
+        bits = self.pending
+        if bits:
+            self.pending = 0
+            t = bits * 1_000_000 + self.rem
+            us = t // self.scl_hz
+            self.rem = t - us * self.scl_hz
+            vclock.charge_us(us)
 
     def attach(self, dev, addr=None):
         addr = dev.addr if addr is None else addr
@@ -161,7 +198,9 @@ class Bus:
     def begin(self, addr, nbytes, conditions):
         """Start a transaction of `nbytes` bytes on the wire (address bytes included): the chip, or OSError."""
         self.transactions += 1
-        self.bits += 9 * nbytes + conditions
+        bits = 9 * nbytes + conditions
+        self.bits += bits
+        self.pending = 11  # the address byte, start and stop: all a refused transaction takes
         faults = self.faults
         if faults:
             key = addr if addr in faults else None
@@ -177,6 +216,7 @@ class Bus:
         dev = self.devices.get(addr)
         if dev is None:
             raise OSError(self.nack_errno)
+        self.pending = bits
         return dev
 
     def scan(self):
@@ -189,7 +229,7 @@ class Bus:
 
     def busy_us(self):
         """Time the bus spent clocking, at its frequency: the I2C share of a loop's budget."""
-        return self.bits * 1_000_000 // self.freq
+        return self.bits * 1_000_000 // self.scl_hz
 
 
 class PinState:
@@ -256,6 +296,10 @@ class Board:
         self.cpu_freq = 240_000_000
         self.uid = b"NTVP\x00\x01"
         self.clock = None  # optional: function returning the time board time should follow, in us
+        # The board's port, where it differs (vprobe sets them from the board profile; None: anything goes):
+        self.i2c = None  # Bus.set_freq rules
+        self.timer_ids = None  # (lowest, highest) machine.Timer id
+        self.adc_pins = None  # pins machine.ADC accepts
 
     # -- I2C
     def bus(self, bus_id):
@@ -317,7 +361,7 @@ class Board:
         after = st.level()
         if st.handler is not None and after != before:
             if st.trigger & (self.IRQ_RISING if after else self.IRQ_FALLING):
-                st.handler(st.pin)
+                vclock.call_out(st.handler, st.pin, None)
 
     # -- analogue in
     def set_adc_uv(self, pin_id, uv):
@@ -373,7 +417,7 @@ class Board:
                 else:
                     event.active = False
                 if event.callback is not None:
-                    event.callback(event.owner)
+                    vclock.call_out(event.callback, event.owner, None)
 
 
 board = Board()

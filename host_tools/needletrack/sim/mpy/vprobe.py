@@ -37,6 +37,7 @@
 # The process ends at every reset; the console starts the next boot. With -i, MicroPython's REPL takes over
 # when main.py returns (Ctrl-C). Private escape sequences on stdout, which the console strips, tell it when
 # the board is up (input may reach the firmware), when the REPL is about to start, and when this boot is over.
+import gc
 import json
 import sys
 
@@ -155,8 +156,33 @@ class Looped:
 
 
 def provision(session):
-    # What a factory or a clinician's setup would have stored on the device, through the firmware's own store.
-    import store
+    # What a factory or a clinician's setup would have stored on the device, through the firmware's own store
+    # (in the slot /nt_app names, when the firmware was deployed as `needletrack flash` deploys it).
+    try:
+        with open("/nt_app") as f:
+            slot = "/" + f.read().strip()
+    except OSError:
+        slot = None
+    if slot is None:
+        _provision(session)
+        return
+    before = list(sys.modules)
+    sys.path.insert(0, slot)
+    try:
+        _provision(session)
+    finally:
+        sys.path.remove(slot)
+        for name in list(sys.modules):  # boot.py decides again where the firmware is
+            if name not in before:
+                del sys.modules[name]
+
+
+def _provision(session):
+    try:
+        import store
+    except ImportError:  # another firmware (--firmware) that keeps no NeedleTrack store: nothing to provision
+        print("# provision: the firmware has no store module; nothing stored")
+        return
     cfg = store.default_config()
     cfg.update(session.get("config", {}))
     store.save_config(cfg)
@@ -173,6 +199,14 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
     # modulo the duration.
     vboard.reset()
     vboard.board.now_us = start_us
+    prof = session.get("board_profile")
+    if prof:
+        # The board's port where the firmware can tell it apart (sim/boards.py)
+        b = vboard.board
+        b.i2c = [prof["i2c_src_hz"], prof["i2c_max_hz"], 1 if prof["i2c_reports_actual"] else 0]
+        b.bus(BUS).nack_errno = prof["i2c_nack_errno"]
+        b.timer_ids = tuple(prof["timer_ids"])
+        b.adc_pins = tuple(prof["adc_pins"])
     vclock.reset(start_us)
     imu = ImuSource(session["imu"], session.get("imu_odr_mhz", IMU_ODR_MHZ))
     sources = {"imu": imu, "hall_a": HallSource(session["hall_a"]),
@@ -204,9 +238,88 @@ def connect_radio(session):
         vradio.connect(radio["port"], pace=radio.get("pace"))
 
 
+class Load:
+    # The board's CPU model and what the probe measures of the firmware's load (the "device_load" report).
+    # Set up before the flash filesystem hides the host's files (the kernel, /proc).
+    def __init__(self, session):
+        self.session = session
+        self.prof = session.get("board_profile") or {}
+        self.heap_factor = self.prof.get("heap_64bit_factor", 1.0)
+        self.tracker = None
+        self.ratios = {}
+        self.heap_min = -1
+        self.ballast = None
+        self.start_us = 0
+        if session.get("cpu", "ideal") == "board" and self.prof:
+            import cpuscale
+            path = __file__.rsplit("/", 1)[0] + "/kernel-rp2040.json"
+            self.mcu = cpuscale.rp2040_figures(path)  # read while the host's files are still there
+            vclock.cpu_us()  # likewise: opens /proc/thread-self/schedstat
+            self.tracker = cpuscale.Tracker(self.mcu, self.prof["cpu_vs_rp2040"])
+
+    def start(self):
+        # Power-on: the firmware's own time starts here. The heap is the board's: what the emulation itself
+        # holds beyond that is set aside, so the firmware meets MemoryError where the board would.
+        target = int(self.prof.get("heap_free_bytes", 0) * self.heap_factor)
+        gc.collect()
+        free = gc.mem_free()
+        if target:
+            if free > target + 4096:
+                self.ballast = bytearray(free - target - 2048)
+            elif free < target:
+                print("# heap: %d B free for the firmware, less than the board's %d B" % (free, target))
+        self.heap_min = gc.mem_free()
+        if self.tracker is not None:
+            # Measured last, just before the firmware runs: this machine's speed changes from moment to moment.
+            import cpuscale
+            cpuscale.measure(self.mcu, 1)  # a first pass warms the machine up; its figures are not used
+            self.ratios = cpuscale.measure(self.mcu)
+            self.overhead_ns = cpuscale.call_overhead_ns()
+            self.tracker.start(self.ratios[cpuscale.SCALE_PART], self.overhead_ns)
+        self.start_us = vclock.now_us()
+        if self.tracker is not None:
+            vclock.on_poll(self.poll, 50000)
+
+    def poll(self):
+        free = gc.mem_free()
+        if free < self.heap_min:
+            self.heap_min = free
+        if self.tracker is not None:
+            self.tracker.poll()
+
+    def report(self, imu):
+        totals = vclock.cpu_totals([0, 0, 0, 0])
+        elapsed = max(1, vclock.now_us() - self.start_us)
+        produced = imu.words_in if imu is not None else 0
+        processed = (imu.words_read / produced) if produced else 1.0
+        busy = totals[1] / elapsed
+        return {
+            "board": self.prof.get("name", "unknown"),
+            "cpu": "board" if self.tracker is not None else "ideal",
+            "device_s": elapsed / 1e6,
+            # CPU seconds per second of sensor data the firmware processed: what it needs to keep up (over 1:
+            # it cannot, and busy stays under 1 while samples are lost)
+            "cpu_fraction": busy / processed if processed else 0,
+            "cpu_busy_fraction": busy,
+            "bus_fraction": totals[2] / elapsed,
+            "flash_s": totals[3] / 1e6,
+            "host_compute_s": totals[0] / 1e9,
+            "scale": totals[1] * 1000 / totals[0] if totals[0] > 0 else 0,
+            "kernel_ratios": self.ratios,
+            "call_overhead_ns": getattr(self, "overhead_ns", 0),
+            "fifo_overruns": imu.overruns if imu is not None else 0,
+            "imu_samples_lost": (imu.words_lost if imu is not None else 0) // 2,
+            "imu_samples_processed_fraction": processed,
+            "heap_free_min_bytes": int(self.heap_min / self.heap_factor),
+        }
+
+
 def mount_flash(session):
     connect_radio(session)
-    flashfs.mount_root(session["flash"])
+    fs = flashfs.mount_root(session["flash"])
+    prof = session.get("board_profile")
+    if prof and session.get("cpu", "ideal") == "board":
+        fs.timing(prof["flash_program_us"], prof["flash_erase_us"])
     sys.path[:] = ["", "/lib"]
     with open("/board", "w") as f:
         f.write(session.get("board", "xiao_esp32s3"))
@@ -215,16 +328,20 @@ def mount_flash(session):
 def main(path):
     with open(path) as f:
         session = json.load(f)
-    build_board(session, session.get("clock_start_us", 0))
+    schedule = build_board(session, session.get("clock_start_us", 0))
+    load = Load(session)
     mount_flash(session)
     provision(session)
     if session.get("realtime"):
         vclock.set_realtime(True)
+    load.start()
     try:
         import main as firmware_main  # noqa: F401 - runs the firmware, as main.py does on power-up
     except SystemExit:
         pass
+    vclock.cpu_stop()
     print("# session end at %d us" % vclock.now_us())
+    print("# device_load " + json.dumps(load.report(schedule.devices["imu"])))
 
 
 def halt():
