@@ -52,7 +52,18 @@ from typing import Any
 
 from bumble import att, core, hci
 from bumble.device import Connection, Device, DeviceConfiguration
-from bumble.gatt import Characteristic, CharacteristicValue, Descriptor, Service
+from bumble.gatt import (
+    GATT_APPEARANCE_CHARACTERISTIC,
+    GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+    GATT_DEVICE_NAME_CHARACTERISTIC,
+    GATT_GENERIC_ACCESS_SERVICE,
+    GATT_GENERIC_ATTRIBUTE_SERVICE,
+    GATT_SERVICE_CHANGED_CHARACTERISTIC,
+    Characteristic,
+    CharacteristicValue,
+    Descriptor,
+    Service,
+)
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 
@@ -402,9 +413,11 @@ class BLE:
     async def _power_on(self) -> None:
         self._transport = await open_transport(_TRANSPORT[0])
         config = DeviceConfiguration(name=self._gap_name.decode(errors="replace"),
-                                     address=hci.Address.generate_static_address())
+                                     address=hci.Address.generate_static_address(), gap_service_enabled=False,
+                                     gatt_service_enabled=False)
         device = Device.from_config_with_hci(config, self._transport.source, self._transport.sink)
         device.gatt_server.max_mtu = self._mtu
+        self._reset_table(device)
         device.pairing_config_factory = self._pairing_config
         device.host.on("advertising_report", self._on_report)
         device.on(device.EVENT_CONNECTION, self._on_connection)
@@ -835,7 +848,28 @@ class BLE:
         result: tuple[tuple[int, ...], ...] = self._run(self._register(device, services_definition))
         return result
 
+    def _reset_table(self, device: Device) -> None:
+        # NimBLE's own services first: GAP 1 (device name 2/3, appearance 4/5), GATT 6 (service changed 7/8 and
+        # its CCCD 9); the application's services from handle 10 on.
+        server = device.gatt_server
+        server.services.clear()
+        server.attributes.clear()
+        server.attributes_by_handle.clear()
+        changed = Characteristic(GATT_SERVICE_CHANGED_CHARACTERISTIC, Characteristic.Properties.INDICATE,
+                                 Characteristic.Permissions(0), b"")
+        server.add_services([
+            Service(GATT_GENERIC_ACCESS_SERVICE, [
+                Characteristic(GATT_DEVICE_NAME_CHARACTERISTIC, Characteristic.Properties.READ,
+                               Characteristic.Permissions.READABLE,
+                               CharacteristicValue(read=lambda _c: self._gap_name)),
+                Characteristic(GATT_APPEARANCE_CHARACTERISTIC, Characteristic.Properties.READ,
+                               Characteristic.Permissions.READABLE, bytes(2)),
+            ]),
+            Service(GATT_GENERIC_ATTRIBUTE_SERVICE, [changed]),
+        ])
+
     async def _register(self, device: Device, definition: Any) -> tuple[tuple[int, ...], ...]:
+        self._reset_table(device)
         built = []
         order: list[list[Any]] = []
         for service in definition:
@@ -849,6 +883,10 @@ class BLE:
                                       Characteristic.Permissions.READABLE | Characteristic.Permissions.WRITEABLE,
                                       b"")
                 attrs.append(char)
+                if flags & (FLAG_NOTIFY | FLAG_INDICATE):  # NimBLE: the CCCD right after the value
+                    descriptors.append(Descriptor(GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+                                                  Descriptor.Permissions.READABLE | Descriptor.Permissions.WRITEABLE,
+                                                  device.gatt_server.make_descriptor_value(char)))
                 for d in ch[2] if len(ch) > 2 else ():
                     desc = Descriptor(d[0]._bumble(),
                                       Descriptor.Permissions.READABLE | Descriptor.Permissions.WRITEABLE, b"")

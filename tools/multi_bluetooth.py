@@ -516,9 +516,9 @@ def run(tests_dir: Path, boards: list[str], pattern: str | None, timeout: float,
     results: list[Result] = []
     tests = discover(tests_dir, pattern)
     styles = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow"}
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="multi-bluetooth-") as work:
         for board in boards:
-            started = time.monotonic()
             console.print(f"[bold]{len(tests)} tests on the stand-in as {board} ({BOARDS[board]})[/bold]")
             for path in tests:
                 left = budget - (time.monotonic() - started)
@@ -578,8 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="pattern", help="only tests whose name contains this")
     parser.add_argument("--json", type=Path, help="write every result, with the full outputs, here")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one test may take (default 60)")
-    parser.add_argument("--budget", type=float, default=420.0,
-                        help="seconds for all tests on one board; later tests are skipped (default 420)")
+    parser.add_argument("--budget", type=float, default=480.0,
+                        help="seconds for the whole run; tests left when it is spent are skipped (default 480)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the diff of each failure")
     args = parser.parse_args(argv)
     console = Console(highlight=False)
