@@ -24,6 +24,7 @@ import micropython
 import select
 import socket
 import struct
+import sys
 import _thread
 
 import vclock
@@ -150,10 +151,16 @@ def receive(timeout_ms=0):
     return out
 
 
+_READ_MAX = 16  # recv() calls per read: what arrives faster than it is taken waits for the next one
+
+
 def _read(timeout_ms):
-    # Reads whatever the socket holds (waiting up to timeout_ms for something) and parses complete frames.
+    # Reads what the socket holds (waiting up to timeout_ms for something; at most _READ_MAX chunks, so a
+    # flood cannot grow the buffer without end) and parses complete frames.
     p = _link[1]
-    while p is not None and p.poll(timeout_ms):
+    chunks = 0
+    while p is not None and chunks < _READ_MAX and p.poll(timeout_ms):
+        chunks += 1
         try:
             data = _link[0].recv(4096)
         except OSError:
@@ -213,7 +220,10 @@ def _kick(_):
         _sig[1] = 1
         _sig[0] = 2
         return
-    _service()
+    try:
+        _service()
+    except Exception as e:  # the stack's own failure (out of memory): never raised into the firmware's code
+        sys.print_exception(e)
 
 
 def _service():
