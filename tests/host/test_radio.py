@@ -233,6 +233,7 @@ class _ScriptedBridge:
         self.port = self.server.getsockname()[1]
         self.notified: list[tuple[int, int, bytes]] = []
         self.ops: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -268,6 +269,9 @@ class _ScriptedBridge:
             elif op["op"] == "update":
                 for value in (b"abcdefgh", b"12345678"):
                     self._send(conn, {"ev": "write", "conn": 1, "handle": write_handle, "value": value.hex()})
+                self._send(conn, {"ev": "read", "conn": 1, "handle": write_handle, "id": 7})
+            elif op["op"] == "reply":
+                self.replies.append(op)
             elif op["op"] == "disconnect":
                 self._send(conn, {"ev": "disconnect", "conn": 1, "addr_type": 0, "addr": "001bdc000002",
                                   "reason": REASON_REMOTE_USER_TERMINATED})
@@ -327,6 +331,10 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
     assert checks["busy_loop"]["connected"]
     # each write is what gatts_read sees in its own IRQ, in order
     assert checks["writes"]["seen"] == ["abcdefgh", "12345678"]
+    # the read request's IRQ returns 3 (Read Not Permitted): NimBLE refuses the read with it, BTstack cannot
+    (reply,) = bridge.replies
+    assert (reply["id"], reply["status"], bytes.fromhex(reply["value"])) == (7, 0 if stack == "btstack" else 3,
+                                                                            b"12345678")
     config, congestion = checks["config"], checks["congestion"]
     if stack == "btstack":
         unknown = ["ValueError", "unknown config param"]

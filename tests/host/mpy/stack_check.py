@@ -16,6 +16,7 @@ import vradio
 _IRQ_CENTRAL_CONNECT = 1
 _IRQ_CENTRAL_DISCONNECT = 2
 _IRQ_GATTS_WRITE = 3
+_IRQ_GATTS_READ_REQUEST = 4
 _IRQ_GET_SECRET = 29
 _IRQ_SET_SECRET = 30
 
@@ -49,6 +50,8 @@ class Probe:
             self.conn = None
         elif event == _IRQ_GATTS_WRITE:
             self.writes.append(self.ble.gatts_read(data[1]).decode())
+        elif event == _IRQ_GATTS_READ_REQUEST:
+            return 3  # ATT Read Not Permitted
         elif event == _IRQ_GET_SECRET:
             self.secrets.append(["get", data[0], data[1], None if data[2] is None else bytes(data[2]).decode()])
             return None

@@ -613,7 +613,7 @@ class BLE:
         elif name == "read":
             result = self._call(_IRQ_GATTS_READ_REQUEST, (ev["conn"], ev["handle"]))
             e = self._db.get(ev["handle"])
-            self._reply(ev["id"], status=result if isinstance(result, int) else 0,
+            self._reply(ev["id"], status=self._read_status(result if isinstance(result, int) else 0),
                         value=_hex(e.value()) if e is not None else "")
         elif name == "indicate_done":
             self._call(_IRQ_GATTS_INDICATE_DONE, (ev["conn"], ev["handle"], ev["status"]))
@@ -626,6 +626,9 @@ class BLE:
 
     def _disconnect_data(self, c):
         return (c.handle, c.addr_type, memoryview(c.addr))
+
+    def _read_status(self, result):
+        return result  # NimBLE: characteristic_access_cb returns it as the ATT error
 
     def _drain(self):
         # Connection events up to now, each taking up to per_event packets queued before it.
@@ -773,6 +776,12 @@ class _BTstack(BLE):
             kind, handle, value = held.pop(0)
             c.queue.append((t, kind, handle, value))
             self._queued += 1
+
+    def _read_status(self, result):
+        # att_read_callback() asks the handler only for the value's length (buffer NULL) and reads a zero as
+        # "denied": it then reports length 0, but the ATT Read copies the value all the same. A non-zero return
+        # reports the real length. Either way the read is answered: the handler cannot refuse it.
+        return 0
 
     def _disconnect_data(self, c):
         # HCI_EVENT_DISCONNECTION_COMPLETE: BTstack reports addr_type 0xff and a zero address.
