@@ -283,13 +283,14 @@ _print_lock = threading.RLock()
 
 
 def _print_locked(*args: Any, **kw: Any) -> None:
-    # One print is one write, so lines of the application and of its IRQ handler never interleave.
+    # One print is one write, so lines of the application and of its IRQ handler never interleave. A memoryview
+    # prints as MicroPython prints it.
     sep = kw.pop("sep", " ")
     end = kw.pop("end", "\n")
     file = kw.pop("file", None) or sys.stdout
     flush = kw.pop("flush", False)
     with _print_lock:
-        file.write(sep.join(str(a) for a in args) + end)
+        file.write(sep.join("<memoryview>" if isinstance(a, memoryview) else str(a) for a in args) + end)
         if flush or file is sys.stdout:
             file.flush()
 

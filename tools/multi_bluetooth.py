@@ -54,6 +54,16 @@ from needletrack.sim.radio import RadioBridgeThread, RadioConfig  # noqa: E402
 MPY_MODULES = ROOT / "host_tools" / "needletrack" / "sim" / "mpy"
 CENTRAL = ROOT / "tools" / "bumble_central.py"
 BOARDS = {"pico_w": "btstack", "xiao_esp32s3": "nimble"}
+# What MicroPython compiles into each board's `bluetooth` (ports/rp2/CMakeLists.txt, ports/esp32/mpconfigport.h):
+# both have the central role and GATT client; only the ESP32's NimBLE build has pairing; neither has L2CAP
+# channels. A test that skips for a missing method is compared with this to say whose the skip is.
+BOARD_FEATURES = {"pico_w": {"pairing": False, "l2cap": False}, "xiao_esp32s3": {"pairing": True, "l2cap": False}}
+
+
+def _feature(method: str) -> str | None:
+    if method in ("gap_pair", "gap_passkey"):
+        return "pairing"
+    return "l2cap" if method.startswith("l2cap_") else None
 SILENCE_S = 10.0  # an instance that prints nothing for this long has timed out (run-multitests.py's figure)
 REBOOT_S = 5.0  # how long instance0 may take to reset after WAIT_FOR_REBOOT
 IGNORED = ("libusb: error ", "hci_transport_h2_libusb.c", "USB Path: ", "hci_number_completed_packet",
@@ -407,10 +417,22 @@ class TestRun:
 
     # -- reasons
     def _skip_reason(self) -> str:
-        needs = re.findall(r"hasattr\(bluetooth\.BLE,\s*[\"'](\w+)[\"']\)", self.source)
-        if needs:
-            return "the stand-in's BLE has no " + ", ".join(sorted(set(needs)))
-        return "the test skipped itself"
+        needs = sorted(set(re.findall(r"hasattr\(bluetooth\.BLE,\s*[\"'](\w+)[\"']\)", self.source)))
+        if not needs:
+            return "the test skipped itself"
+        have = stand_in_methods(self.board)
+        on_objects = [n for n in needs if n in have]
+        if on_objects:
+            # The test asks the class; the stand-in's BLE() returns an object of a per-stack subclass.
+            return (f"bluetooth.BLE (the class) has no {', '.join(on_objects)}, though the stand-in's BLE() "
+                    f"object has it: the test checks the class")
+        reason = "the stand-in's BLE has no " + ", ".join(needs)
+        features = {f for f in map(_feature, needs) if f}
+        if features and not any(BOARD_FEATURES[self.board][f] for f in features):
+            reason += f", as on a real {self.board}: MicroPython builds no {', '.join(sorted(features))} for it"
+        elif features:
+            reason += f"; a real {self.board} has it"
+        return reason
 
     def _fail_reason(self, output: str, expected: str) -> str:
         parts = []
