@@ -105,6 +105,13 @@ class UUID:
     """bluetooth.UUID: 16-bit int, 2/4/16-byte buffer (little-endian), or a 128-bit string."""
 
     def __init__(self, value):
+        vradio.enter()
+        try:
+            self._parse(value)
+        finally:
+            vradio.leave()
+
+    def _parse(self, value):
         if isinstance(value, int):
             if value > 65535:
                 raise ValueError("invalid UUID")
@@ -207,11 +214,15 @@ class BLE:
     _it = None
 
     def __new__(cls):
-        if BLE._it is None:
-            name = stack()
-            BLE._it = object.__new__(_NimBLE if name == "nimble" else _BTstack)
-            BLE._it._setup(name)
-        return BLE._it
+        vradio.enter()
+        try:
+            if BLE._it is None:
+                name = stack()
+                BLE._it = object.__new__(_NimBLE if name == "nimble" else _BTstack)
+                BLE._it._setup(name)
+            return BLE._it
+        finally:
+            vradio.leave()
 
     def __init__(self):
         pass
@@ -673,8 +684,11 @@ class _NimBLE(BLE):
         # all before active() returns. A handler registered after active(True) hears none of this.
         irk = self._call(_IRQ_GET_SECRET, (_SECRET_OUR_IRK, 0, memoryview(b"irk")))
         if irk is None or len(_buf(irk)) != 16:
-            import os
-            if not self._call(_IRQ_SET_SECRET, (_SECRET_OUR_IRK, memoryview(b"irk"), memoryview(os.urandom(16)))):
+            # The controller's random numbers on the board; here a function of its address, so that a run
+            # repeats to the byte (the bridge does not use the IRK).
+            a = self._addr[1]
+            new = bytes((a[i % 6] * 31 + i * 97 + 13) & 0xFF for i in range(16))
+            if not self._call(_IRQ_SET_SECRET, (_SECRET_OUR_IRK, memoryview(b"irk"), memoryview(new))):
                 return []
         bonds = []
         while len(bonds) < 64:
