@@ -331,6 +331,8 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
     assert types["write_str"] is None  # a str has the buffer protocol
     # an IRQ reaches a loop that never sleeps nor calls into the stack
     assert checks["busy_loop"]["connected"]
+    assert checks["config"]["is_ble"]
+    assert {"op": "exchange_mtu", "conn": 1} in bridge.ops  # the peripheral's own MTU exchange (GATT client)
     # each write is what gatts_read sees in its own IRQ, in order
     assert checks["writes"]["seen"] == ["abcdefgh", "12345678"]
     # the read request's IRQ returns 3 (Read Not Permitted): NimBLE refuses the read with it, BTstack cannot
@@ -341,14 +343,16 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
     if stack == "btstack":
         unknown = ["ValueError", "unknown config param"]
         assert [config[k] for k in ("bond", "le_secure", "mitm", "io", "rxbuf")] == [unknown] * 5
-        assert not config["gap_pair"] and not config["gap_passkey"]
+        assert not config["gap_pair"] and not config["gap_passkey"] and not config["class_gap_pair"]
+        assert config["gap_pair_error"] == ["AttributeError", "'BLE' object has no attribute 'gap_pair'"]
         assert config["gap_name"] == "MPY BTSTACK"
         assert checks["active"]["secrets"] == []  # no secret IRQs
         assert types["handles"] == [9, 12]  # BTstack's GAP and GATT services take handles 1-6
         # gatts_notify never refuses: 60 notifications of 200 bytes, 12 in the controller, the rest on the heap
         assert (congestion["sent"], congestion["error"], congestion["waiting"]) == (60, None, 48)
         assert congestion["heap_fell"] >= 48 * 200
-        assert checks["unknown_conn"] == {"check": "unknown_conn", "notify": ["OSError", EINVAL], "disconnect": True}
+        assert checks["unknown_conn"] == {"check": "unknown_conn", "notify": ["OSError", EINVAL], "disconnect": True,
+                                          "exchange_mtu": None}
         assert checks["disconnected"]["data"] == [1, 255, "000000000000"]  # BTstack: no address on disconnect
         assert checks["disconnected"]["waiting_before"] == 0  # sent at the connection events since
         assert [n for n, _, _ in bridge.notified].count(1) == 60  # every one reached the radio, in order
@@ -357,6 +361,7 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
         assert [config[k] for k in ("bond", "le_secure", "mitm", "io")] == [None] * 4
         assert config["rxbuf"] == ["ValueError", "unknown config param"]
         assert config["gap_pair"] and config["gap_passkey"] and config["gap_name"] == "MPY ESP32"
+        assert config["class_gap_pair"] and config["gap_pair_error"] is None
         # active(True) asks for the stored IRK, offers a new one, then reads the stored peers (load_irk)
         assert checks["active"]["secrets"] == [["get", 10, 0, "irk"], ["set", 10, "irk", 16], ["get", 2, 0, None]]
         assert types["handles"] == [12, 15]
@@ -364,7 +369,7 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
         assert (congestion["sent"], congestion["error"], congestion["waiting"]) == (12, ENOMEM, 0)
         assert congestion["heap_fell"] < 48 * 200
         assert checks["unknown_conn"] == {"check": "unknown_conn", "notify": ["OSError", ENOTCONN],
-                                          "disconnect": False}
+                                          "disconnect": False, "exchange_mtu": ["OSError", ENOTCONN]}
         assert checks["disconnected"]["data"] == [1, 0, "001bdc000002"]
 
 

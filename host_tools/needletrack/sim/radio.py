@@ -548,6 +548,10 @@ class _Session:
                 self.spawn(connection.disconnect(REASON_REMOTE_USER_TERMINATED))
         elif name == "update":
             self._update(op["handle"], bytes.fromhex(op["value"]))
+        elif name == "exchange_mtu":
+            connection = self._connection(op["conn"])
+            if connection is not None:
+                self.spawn(self._exchange_mtu(connection))
         elif name == "pair":
             connection = self._connection(op["conn"])
             if connection is not None:
@@ -564,6 +568,12 @@ class _Session:
                 await self._power_down()
         else:
             logger.warning("unknown radio op %r", name)
+
+    async def _exchange_mtu(self, connection: Connection) -> None:
+        # gattc_exchange_mtu: the probe's stack asks with its preferred MTU; the new MTU is reported as for an
+        # exchange the central started (_IRQ_MTU_EXCHANGED).
+        with contextlib.suppress(Exception):
+            await connection.gatt_client.request_mtu(self.device.gatt_server.max_mtu)
 
     def _connection(self, handle: int) -> Connection | None:
         connection = self.device.lookup_connection(handle)

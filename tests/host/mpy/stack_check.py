@@ -11,7 +11,10 @@ import json
 import sys
 import time
 
+import vclock
 import vradio
+
+_host = vclock._host_time  # waits for the bridge are bounded in real time: virtual time runs unpaced here
 
 _IRQ_CENTRAL_CONNECT = 1
 _IRQ_CENTRAL_DISCONNECT = 2
@@ -75,7 +78,8 @@ def main():
     out("config", bond=raised(ble.config, bond=True), le_secure=raised(ble.config, le_secure=True),
         mitm=raised(ble.config, mitm=False), io=raised(ble.config, io=3), rxbuf=raised(ble.config, "rxbuf"),
         gap_name=ble.config("gap_name").decode(), gap_pair=hasattr(ble, "gap_pair"),
-        gap_passkey=hasattr(ble, "gap_passkey"))
+        gap_passkey=hasattr(ble, "gap_passkey"), class_gap_pair=hasattr(bluetooth.BLE, "gap_pair"),
+        is_ble=isinstance(ble, bluetooth.BLE), gap_pair_error=raised(getattr, ble, "gap_pair"))
 
     svc = (bluetooth.UUID("301b0001-5a5e-487c-b7c0-b53a1d892a59"), (
         (bluetooth.UUID("301b0002-5a5e-487c-b7c0-b53a1d892a59"), bluetooth.FLAG_NOTIFY),
@@ -98,7 +102,8 @@ def main():
     conn = p.conn
 
     out("unknown_conn", notify=raised(ble.gatts_notify, conn + 5, h_notify, b"x"),
-        disconnect=ble.gap_disconnect(conn + 5))
+        disconnect=ble.gap_disconnect(conn + 5), exchange_mtu=raised(ble.gattc_exchange_mtu, conn + 5))
+    ble.gattc_exchange_mtu(conn)
 
     gc.collect()
     free0 = gc.mem_free()
@@ -116,16 +121,16 @@ def main():
     out("congestion", sent=sent, error=error, heap_fell=free0 - free1, waiting=waiting)
 
     ble.gatts_write(h_notify, b"W", True)  # the stand-in answers with two writes to h_write, back to back
-    t0 = time.ticks_ms()
-    while len(p.writes) < 2 and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    t0 = _host.ticks_ms()
+    while len(p.writes) < 2 and _host.ticks_diff(_host.ticks_ms(), t0) < 5000:
         time.sleep_ms(1)
     out("writes", seen=p.writes)
 
     time.sleep_ms(3000)  # the queue drains at the connection events
     waiting = ble.pending() if hasattr(ble, "pending") else 0
     ble.gap_disconnect(conn)
-    t0 = time.ticks_ms()
-    while p.disconnected is None and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    t0 = _host.ticks_ms()
+    while p.disconnected is None and _host.ticks_diff(_host.ticks_ms(), t0) < 5000:
         time.sleep_ms(1)
     out("disconnected", data=p.disconnected, waiting_before=waiting)
     time.sleep_ms(100)

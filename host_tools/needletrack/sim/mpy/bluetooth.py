@@ -208,19 +208,21 @@ def stack():
     return vradio.board_stack[0] or vradio.info.get("stack") or "nimble"
 
 
-class BLE:
-    """bluetooth.BLE(): the singleton radio, with the methods of the board's stack."""
+_it = [None]  # the singleton
 
-    _it = None
+
+class _BLE:
+    """bluetooth.BLE(): the singleton radio. `bluetooth.BLE` is the class of the board's stack (module
+    __getattr__ below), with only the methods MicroPython builds for it."""
 
     def __new__(cls):
         vradio.enter()
         try:
-            if BLE._it is None:
+            if _it[0] is None:
                 name = stack()
-                BLE._it = object.__new__(_NimBLE if name == "nimble" else _BTstack)
-                BLE._it._setup(name)
-            return BLE._it
+                _it[0] = object.__new__(_CLASSES[name])
+                _it[0]._setup(name)
+            return _it[0]
         finally:
             vradio.leave()
 
@@ -399,6 +401,19 @@ class BLE:
                 return self._disconnect_unknown()
             vradio.send_json({"op": "disconnect", "conn": conn_handle})
             return True
+        finally:
+            vradio.leave()
+
+    # -- GATT client: of its role only the MTU exchange (both ports build the client: central mode is on)
+    def gattc_exchange_mtu(self, conn_handle):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            self._check()
+            if conn_handle not in self._conns:
+                self._exchange_unknown()
+                return
+            vradio.send_json({"op": "exchange_mtu", "conn": conn_handle})
         finally:
             vradio.leave()
 
@@ -666,7 +681,7 @@ class BLE:
         pass
 
 
-class _NimBLE(BLE):
+class _NimBLE(_BLE):
     """ESP32: MicroPython's NimBLE bindings, pairing and bonding compiled in."""
 
     def _pairing_key(self, name, value):
@@ -708,6 +723,9 @@ class _NimBLE(BLE):
 
     def _disconnect_unknown(self):
         return False  # ble_gap_terminate: BLE_HS_ENOTCONN
+
+    def _exchange_unknown(self):
+        raise OSError(errno.ENOTCONN)  # ble_gattc_exchange_mtu: BLE_HS_ENOTCONN
 
     def _busy(self):
         return self._advertising or bool(self._conns)  # ble_gatts_reset: BLE_HS_EBUSY
@@ -763,14 +781,17 @@ class _NimBLE(BLE):
             self._passkeys[ev["conn"]] = ev["action"]
             self._call(_IRQ_PASSKEY_ACTION, (ev["conn"], ev["action"], ev["passkey"]))
         else:
-            BLE._security_event(self, name, ev)
+            _BLE._security_event(self, name, ev)
 
 
-class _BTstack(BLE):
+class _BTstack(_BLE):
     """Pico W: MicroPython's BTstack bindings as the rp2 port builds them (no pairing or bonding)."""
 
     def _disconnect_unknown(self):
         return True  # mp_bluetooth_gap_disconnect() calls gap_disconnect() and returns 0 whatever the handle
+
+    def _exchange_unknown(self):
+        pass  # mp_bluetooth_gattc_exchange_mtu() calls gatt_client_send_mtu_negotiation() and returns 0
 
     def _not_connected(self):
         return errno.EINVAL  # att_server_notify: ERROR_CODE_UNKNOWN_CONNECTION_IDENTIFIER -> MP_EINVAL
@@ -804,3 +825,14 @@ class _BTstack(BLE):
     def pending(self):
         """Not MicroPython's API: notifications waiting on the heap (for tests and the probe's report)."""
         return sum(len(c.held) for c in self._conns.values())
+
+
+# Both named BLE, as MicroPython's type is ("'BLE' object has no attribute 'gap_pair'" on the Pico W).
+_CLASSES = {"nimble": type("BLE", (_NimBLE,), {}), "btstack": type("BLE", (_BTstack,), {})}
+
+
+def __getattr__(name):
+    # bluetooth.BLE: the class of the stack the board runs (known once vradio.use_board or the bridge says).
+    if name == "BLE":
+        return _CLASSES[_it[0]._stack if _it[0] is not None else stack()]
+    raise AttributeError(name)
