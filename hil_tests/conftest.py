@@ -58,7 +58,11 @@ VIRTUAL_PROBE = ("virtual probe: the firmware on the MicroPython unix port, with
 
 
 def pytest_addoption(parser):
-    parser.addoption("--board", default="sim", help="'sim' for the virtual probe, or a serial port of a board")
+    parser.addoption("--board", default="sim",
+                     help="'sim' for the virtual probe (a XIAO ESP32S3), 'pico_w' or 'xiao_esp32s3' for the virtual "
+                          "probe as that board, or a serial port of a board")
+    parser.addoption("--cpu", default="board", choices=("board", "ideal"),
+                     help="the virtual probe: charge the board's compute, I2C and flash time (board), or not (ideal)")
     parser.addoption("--ble", default=None, help="BLE transport on a board (default: os, this computer's adapter)")
     parser.addoption("--jig", default=None, help="a depth jig's known positions (JSON), for accuracy on a board")
     parser.addoption("--no-flash", action="store_true",
@@ -67,7 +71,15 @@ def pytest_addoption(parser):
     report_plugin.add_options(parser)
 
 
+# --board values that mean the virtual probe, and the board it then is
+SIM_BOARDS = {"sim": "xiao_esp32s3", "pico_w": "pico_w", "xiao_esp32s3": "xiao_esp32s3"}
+
+
 def pytest_configure(config):
+    sim_board = SIM_BOARDS.get(config.getoption("--board"))
+    if sim_board is not None:
+        probes.SIM["board"] = sim_board
+        probes.SIM["cpu"] = config.getoption("--cpu")
     config.addinivalue_line("markers", "soak: an hour of streaming, run with --soak (needletrack hil --soak)")
     if config.getoption("--soak") and (config.option.markexpr or "").strip() == "not slow":
         config.option.markexpr = "not slow or soak"  # the soak is marked slow as well: select it anyway
@@ -162,7 +174,9 @@ def _deploy(request: pytest.FixtureRequest, port: str) -> tuple[Any, Any]:
 
 @pytest.fixture(scope="session")
 def board(request) -> str:
-    return request.config.getoption("--board")
+    """'sim' for the virtual probe (as whichever board probes.SIM says), else the board's serial port."""
+    option = request.config.getoption("--board")
+    return "sim" if option in SIM_BOARDS else option
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +191,7 @@ def dut(request, board, tmp_path_factory) -> Iterator[DeviceUnderTest]:
     from needletrack.sim import scenario, serve
 
     report_plugin.note_identity(config, "device", VIRTUAL_PROBE)
-    with serve.served(scenario.parse(SERVED), tmp_path_factory.mktemp("hil-served")) as probe:
+    with serve.served(scenario.parse(SERVED), tmp_path_factory.mktemp("hil-served"), **probes.SIM) as probe:
         deploy, boot = _deploy(request, probe.serial)
         _identify(config, boot.banner, replace=True)
         yield DeviceUnderTest("sim", probe.serial, probe.transport, probe, deploy, boot)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hil_tests import probes
 from hil_tests.central import Central
 from needletrack.protocol import Opcode, Result
 
@@ -60,7 +61,7 @@ def served(work: Path) -> Iterator[Any]:
     from needletrack.sim import scenario as sim_scenario
     from needletrack.sim import serve
 
-    with serve.served(sim_scenario.parse(scenario()), work) as probe:
+    with serve.served(sim_scenario.parse(scenario()), work, **probes.SIM) as probe:
         wait_advertising(probe)
         yield probe
 

@@ -48,6 +48,11 @@ class Session:
     log: list[str] = field(default_factory=list)
 
 
+# The virtual probe the suite runs against (conftest sets it from --board and --cpu): the board it is, and
+# whether the board's compute, bus and flash time are charged ("board") or free ("ideal").
+SIM = {"board": "xiao_esp32s3", "cpu": "board"}
+
+
 def from_virtual_probe(scenario_doc: dict, work: Path) -> Session:
     from needletrack import recording
     from needletrack.sim import runner, scenario
@@ -60,7 +65,8 @@ def from_virtual_probe(scenario_doc: dict, work: Path) -> Session:
         got.extend(samples)
         times.extend(dev.tolist())
 
-    summary = runner.run(sc, work / "probe", record=work / "recording", on_samples=keep)
+    summary = runner.run(sc, work / "probe", record=work / "recording", on_samples=keep, board=SIM["board"],
+                         cpu=SIM["cpu"])
     rec = recording.load(work / "recording")
     return Session(summary.banner, got, np.array(times), rec.truth, summary.log)
 

@@ -186,8 +186,11 @@ class HilReport:
 
         cfg = self.config
         identity: dict[str, str] = cfg.stash.get(IDENTITY, {})
+        from hil_tests.probes import SIM
+
         board = cfg.getoption("--board", default="sim")
-        target = "the virtual probe (simulated board)" if board == "sim" else f"a board on {board}"
+        target = (f"the virtual probe as a {SIM['board']} (cpu {SIM['cpu']})" if board in ("sim", SIM["board"])
+                  else f"a board on {board}")
         summary = RunSummary(
             started=self.started,
             seconds=time.monotonic() - self.t0,

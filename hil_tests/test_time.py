@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hil_tests import probes
 from hil_tests.central import Central
 from needletrack.protocol import Flag
 from needletrack.receiver import Receiver, Timed
@@ -160,7 +161,7 @@ def test_the_host_follows_the_device_clock_across_the_wrap(dut, request, tmp_pat
         return
     from needletrack.sim import scenario, serve
 
-    with serve.served(scenario.parse(dict(WRAP, name="hil_tick_wrap_served")), tmp_path) as probe:
+    with serve.served(scenario.parse(dict(WRAP, name="hil_tick_wrap_served")), tmp_path, **probes.SIM) as probe:
         async def run() -> tuple[Receiver, list[Timed]]:
             async with Central(probe.transport, probe) as central:
                 await central.connect()

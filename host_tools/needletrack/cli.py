@@ -285,7 +285,11 @@ def sim_run(scenario_name: str, record: Path | None, realtime: bool, rate: int, 
 @click.option("--rate", default=200, show_default=True, help="Output sample rate configured on the device, Hz.")
 @click.option("--workdir", type=click.Path(path_type=Path), help="The probe's files (flash, feeds) live here.")
 @click.option("--keep-flash", is_flag=True, help="Boot the flash already in --workdir instead of a fresh one.")
-def sim_serve(scenario_name: str, rate: int, workdir: Path | None, keep_flash: bool) -> None:
+@BOARD_OPTION
+@CPU_OPTION
+@FIRMWARE_OPTION
+def sim_serve(scenario_name: str, rate: int, workdir: Path | None, keep_flash: bool, board: str, cpu: str,
+              firmware: Path | None) -> None:
     """Keep a virtual probe up in real time, its scenario repeating, until Ctrl-C.
 
     Prints one line per way in, e.g. `serial: /dev/pts/5` for mpremote.
@@ -299,7 +303,7 @@ def sim_serve(scenario_name: str, rate: int, workdir: Path | None, keep_flash: b
         raise click.ClickException(str(e)) from None
     work = workdir or Path(tempfile.mkdtemp(prefix="needletrack-serve-"))
     try:
-        serve.serve(sc, work, rate_hz=rate, keep_flash=keep_flash)
+        serve.serve(sc, work, rate_hz=rate, keep_flash=keep_flash, board=board, cpu=cpu, firmware=firmware)
     except ConsoleError as e:
         raise click.ClickException(str(e)) from None
 
@@ -309,7 +313,9 @@ def sim_serve(scenario_name: str, rate: int, workdir: Path | None, keep_flash: b
 @click.option("--scenario", "scenario_name", default="dry_needling", show_default=True)
 @click.option("--seconds", type=float, default=None, help="How long to stream (default: one pass of the scenario).")
 @click.option("--no-dicom", is_flag=True, help="Only the synthetic image stream, not the real DICOM cine.")
-def demo(out: Path, scenario_name: str, seconds: float | None, no_dicom: bool) -> None:
+@BOARD_OPTION
+@CPU_OPTION
+def demo(out: Path, scenario_name: str, seconds: float | None, no_dicom: bool, board: str, cpu: str) -> None:
     """The main job on the built-in probe: the virtual probe plays a dry-needling session in real time over its
     radio; its needle is drawn live on synthetic B-mode frames and on a real ultrasound cine; the fused videos,
     screenshots, PLUS sequence files and the session recording go to OUT."""
@@ -317,7 +323,7 @@ def demo(out: Path, scenario_name: str, seconds: float | None, no_dicom: bool) -
     from needletrack import plots, recording
 
     result = demo_mod.run(out, scenario_name, seconds=seconds, dicom=None if no_dicom else demo_mod.DEMO_DICOM,
-                          console=console)
+                          console=console, board=board, cpu=cpu)
     rec = recording.load(result.directory / "recording")
     png = plots.session_overview(rec, result.directory / "overview.png", f"{scenario_name}: streamed live")
     result.files["overview.png"] = png

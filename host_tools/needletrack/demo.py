@@ -214,8 +214,10 @@ async def _session(probe: serve.ServedProbe, sc: Scenario, out: Path, seconds: f
 
 
 def run(out: Path, scenario_name: str = "dry_needling", *, seconds: float | None = None,
-        dicom: str | None = DEMO_DICOM, console: Console | None = None) -> DemoResult:
-    """Serve the scenario's probe, stream and fuse it live for `seconds` (default: one pass of the scenario)."""
+        dicom: str | None = DEMO_DICOM, console: Console | None = None, board: str = "xiao_esp32s3",
+        cpu: str = "board") -> DemoResult:
+    """Serve the scenario's probe, stream and fuse it live for `seconds` (default: one pass of the scenario).
+    board and cpu: the board the virtual probe is, and whether its compute, bus and flash time are charged."""
     console = console or Console()
     sc = scenario.load(scenario_name)
     session_dir = out / time.strftime("session-%Y%m%d-%H%M%S")
@@ -223,7 +225,7 @@ def run(out: Path, scenario_name: str = "dry_needling", *, seconds: float | None
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as progress:
         boot = progress.add_task("booting the virtual probe (firmware on MicroPython)", total=None)
-        with serve.served(sc, session_dir / "virtual-probe") as probe:
+        with serve.served(sc, session_dir / "virtual-probe", board=board, cpu=cpu) as probe:
             progress.remove_task(boot)
             return asyncio.run(_session(probe, sc, session_dir, seconds or sc.duration_s, dicom, progress))
 

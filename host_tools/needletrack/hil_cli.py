@@ -31,8 +31,8 @@ def default_out() -> Path:
 
 
 def pytest_command(suite: Path, out: Path, *, board: str, ble: str | None, jig: Path | None, soak: bool,
-                   no_flash: bool, extra: tuple[str, ...] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", str(suite), "-v", "--board", board,
+                   no_flash: bool, extra: tuple[str, ...] = (), cpu: str = "board") -> list[str]:
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-v", "--board", board, "--cpu", cpu,
            "--hil-report", str(out), "--junitxml", str(out / "junit.xml")]
     if ble:
         cmd += ["--ble", ble]
@@ -47,7 +47,10 @@ def pytest_command(suite: Path, out: Path, *, board: str, ble: str | None, jig: 
 
 @click.command("hil", context_settings={"ignore_unknown_options": True})
 @click.option("--board", default="sim", show_default=True,
-              help="sim: the virtual probe; else the serial port of a board (e.g. /dev/ttyACM0).")
+              help="sim: the virtual probe (a XIAO ESP32S3); pico_w or xiao_esp32s3: the virtual probe as that "
+                   "board; else the serial port of a board (e.g. /dev/ttyACM0).")
+@click.option("--cpu", type=click.Choice(["board", "ideal"]), default="board", show_default=True,
+              help="The virtual probe: the board's compute, I2C and flash time charged (board) or free (ideal).")
 @click.option("--ble", default=None,
               help="BLE transport on a board: os (this computer's adapter, the default) or a Bumble one (usb:0).")
 @click.option("--jig", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -57,8 +60,8 @@ def pytest_command(suite: Path, out: Path, *, board: str, ble: str | None, jig: 
 @click.option("--soak", is_flag=True, help="Also the soak: an hour of streaming with nothing lost.")
 @click.option("--no-flash", is_flag=True, help="Test the firmware the board holds instead of deploying this one.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def hil_command(board: str, ble: str | None, jig: Path | None, out: Path | None, soak: bool, no_flash: bool,
-                pytest_args: tuple[str, ...]) -> None:
+def hil_command(board: str, cpu: str, ble: str | None, jig: Path | None, out: Path | None, soak: bool,
+                no_flash: bool, pytest_args: tuple[str, ...]) -> None:
     """Run the hardware-in-the-loop suite and write its report (report.html, junit.xml).
 
     Arguments after the options go to pytest, e.g. `needletrack hil -- -k timing`.
@@ -70,8 +73,9 @@ def hil_command(board: str, ble: str | None, jig: Path | None, out: Path | None,
     out = (out or default_out()).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cmd = pytest_command(suite, out, board=board, ble=ble, jig=jig.resolve() if jig else None, soak=soak,
-                         no_flash=no_flash, extra=pytest_args)
-    target = "the virtual probe" if board == "sim" else f"the board on {board}"
+                         no_flash=no_flash, extra=pytest_args, cpu=cpu)
+    virtual = {"sim": "xiao_esp32s3", "pico_w": "pico_w", "xiao_esp32s3": "xiao_esp32s3"}.get(board)
+    target = f"the virtual probe as a {virtual} (cpu {cpu})" if virtual else f"the board on {board}"
     click.echo(f"HIL suite on {target}: {suite}")
     env = dict(os.environ, MPLBACKEND="Agg")
     with subprocess.Popen(cmd, cwd=suite.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -53,10 +53,10 @@ def test_the_suite_is_found_beside_the_package():
 
 def test_the_pytest_command_carries_every_option(tmp_path):
     cmd = pytest_command(REPO / "hil_tests", tmp_path, board="/dev/ttyACM0", ble="usb:0", jig=tmp_path / "j.json",
-                         soak=True, no_flash=True, extra=("-k", "timing"))
+                         soak=True, no_flash=True, extra=("-k", "timing"), cpu="ideal")
     text = " ".join(cmd)
-    for part in ("--board /dev/ttyACM0", "--ble usb:0", f"--jig {tmp_path / 'j.json'}", "--soak", "--no-flash",
-                 f"--hil-report {tmp_path}", f"--junitxml {tmp_path / 'junit.xml'}", "-k timing"):
+    for part in ("--board /dev/ttyACM0", "--cpu ideal", "--ble usb:0", f"--jig {tmp_path / 'j.json'}", "--soak",
+                 "--no-flash", f"--hil-report {tmp_path}", f"--junitxml {tmp_path / 'junit.xml'}", "-k timing"):
         assert part in text, part
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from needletrack import paths
-from needletrack.sim.runner import HEAPSIZE
+from needletrack.sim.runner import HEAPSIZE, heapsize
 
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
@@ -186,6 +186,9 @@ class Console:
             path.write_text(json.dumps(session, indent=1))
             session = path
         self.session = Path(session).resolve()
+        doc = json.loads(self.session.read_text())
+        # The board's heap where the board's costs are charged (runner.heapsize), else the emulation's default.
+        self.heapsize = heapsize(doc["board"]) if doc.get("cpu") == "board" and "board" in doc else HEAPSIZE
         self.provision = provision
         self.boot_timeout_s = boot_timeout_s
         self.path: str | None = None
@@ -336,7 +339,7 @@ class Console:
             "provision": provision,
             "state": str(state),
         }))
-        cmd = [paths.micropython(), "-X", f"heapsize={HEAPSIZE}", "-i",
+        cmd = [paths.micropython(), "-X", f"heapsize={self.heapsize}", "-i",
                str(paths.VIRTUAL_BOARD / "vprobe.py"), str(self.session), "--console", str(boot_file)]
         env = dict(os.environ, MICROPYPATH=str(paths.VIRTUAL_BOARD))
         master, slave = os.openpty()

@@ -19,15 +19,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from needletrack.sim import feed, runner
+from needletrack.sim import boards, feed, runner
 from needletrack.sim.console import Console, ConsoleError
-from needletrack.sim.radio import RadioBridgeThread
+from needletrack.sim.radio import RadioBridgeThread, RadioConfig, stack_for_board
 from needletrack.sim.scenario import Scenario
 
 
 def prepare(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_HZ,
-            keep_flash: bool = False) -> tuple[Path, bool]:
-    """Sensor feeds, flash and session.json for a served probe: (session path, whether the flash is new)."""
+            keep_flash: bool = False, board: str = boards.DEFAULT, cpu: str = "board",
+            firmware: Path | None = None) -> tuple[Path, bool]:
+    """Sensor feeds, flash and session.json for a served probe: (session path, whether the flash is new).
+    board, cpu and firmware as for runner.run."""
     work_dir = work_dir.resolve()  # the probe mounts its flash by absolute host path
     work_dir.mkdir(parents=True, exist_ok=True)
     flash = work_dir / "flash"
@@ -36,9 +38,17 @@ def prepare(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_
         if flash.exists():
             shutil.rmtree(flash)
         flash.mkdir()
-        runner.install_firmware(flash)
+        if cpu == "board" or firmware is not None:
+            runner.deploy_firmware(flash, firmware)
+        else:
+            runner.install_firmware(flash)
     fd = feed.write(sc, work_dir / "feed", imu_odr_hz=feed.imu_odr_for(rate_hz))
-    return runner.session_file(sc, fd, work_dir, flash, True, rate_hz), fresh
+    return runner.session_file(sc, fd, work_dir, flash, True, rate_hz, board, cpu), fresh
+
+
+def _radio(board: str) -> RadioBridgeThread:
+    # The radio of the board's own BLE stack (BTstack on the Pico W, NimBLE on the ESP32-S3).
+    return RadioBridgeThread(RadioConfig(stack=stack_for_board(board)))
 
 
 def _print_line(line: str) -> None:
@@ -47,18 +57,20 @@ def _print_line(line: str) -> None:
 
 def serve(sc: Scenario, work_dir: Path, realtime: bool = True, *, rate_hz: int = runner.DEFAULT_RATE_HZ,
           keep_flash: bool = False, out: Callable[[str], object] = _print_line,
-          stop: threading.Event | None = None) -> None:
+          stop: threading.Event | None = None, board: str = boards.DEFAULT, cpu: str = "board",
+          firmware: Path | None = None) -> None:
     """Run the probe until Ctrl-C, SIGTERM or ``stop`` is set; raises ConsoleError if the probe fails."""
     if not realtime:
         raise ValueError("a served virtual probe runs in real time: its console is interactive")
-    session, fresh = prepare(sc, work_dir, rate_hz=rate_hz, keep_flash=keep_flash)
+    session, fresh = prepare(sc, work_dir, rate_hz=rate_hz, keep_flash=keep_flash, board=board, cpu=cpu,
+                             firmware=firmware)
     stop = stop or threading.Event()
     with contextlib.ExitStack() as stack:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous = signal.signal(sig, lambda *_: stop.set())
                 stack.callback(signal.signal, sig, previous)
-        radio = stack.enter_context(RadioBridgeThread())
+        radio = stack.enter_context(_radio(board))
         doc = json.loads(session.read_text())
         doc["radio"] = {"port": radio.shim_port, "pace": 1}  # real time: a host's pace
         session.write_text(json.dumps(doc, indent=1))
@@ -79,11 +91,12 @@ class ServedProbe:
 
 
 @contextlib.contextmanager
-def served(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_HZ) -> Iterator[ServedProbe]:
+def served(sc: Scenario, work_dir: Path, *, rate_hz: int = runner.DEFAULT_RATE_HZ, board: str = boards.DEFAULT,
+           cpu: str = "board") -> Iterator[ServedProbe]:
     """A probe up in real time with its radio and serial console, for as long as the block runs (what
     `needletrack sim serve` keeps up, for a program: tests, benchmarks, the demo)."""
-    session, fresh = prepare(sc, work_dir, rate_hz=rate_hz)
-    with RadioBridgeThread() as radio:
+    session, fresh = prepare(sc, work_dir, rate_hz=rate_hz, board=board, cpu=cpu)
+    with _radio(board) as radio:
         doc = json.loads(session.read_text())
         doc["radio"] = {"port": radio.shim_port, "pace": 1}
         session.write_text(json.dumps(doc, indent=1))

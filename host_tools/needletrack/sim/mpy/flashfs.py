@@ -123,12 +123,19 @@ class DeviceFS:
             vclock.leave()
 
     def stat(self, path):
-        vclock.enter()
+        # MicroPython's import asks stat() whether a module's file exists and takes any exception for "no": a
+        # Ctrl-C landing here (as it may while the CPU model waits out the board's time) would be lost, and the
+        # module not found. It is finished instead and raised at the firmware's next call into the board.
         try:
-            self._settle(0)
+            vclock.enter()
+            try:
+                self._settle(0)
+                return self.fs.stat(path)
+            finally:
+                vclock.leave()
+        except KeyboardInterrupt:
+            vclock.interrupted[0] = 1
             return self.fs.stat(path)
-        finally:
-            vclock.leave()
 
     def open(self, path, mode):
         vclock.enter()

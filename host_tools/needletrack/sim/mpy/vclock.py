@@ -12,7 +12,9 @@
 # runs repeat to the bit.
 #
 # On-CPU time: wall time less the time the thread waited for a core (run_delay in /proc/thread-self/schedstat,
-# nanoseconds, exact whenever the thread is running), so a busy host changes nothing.
+# nanoseconds, exact whenever the thread is running), so a busy host changes nothing. That holds while the thread
+# only computes; where it blocked (the REPL waiting for a key) the kernel's own on-CPU count (schedstat's first
+# field, brought up to date at least every scheduler tick) is taken instead.
 #
 # State lives in preallocated lists so the firmware's loop can read and advance it under heap_lock().
 import sys
@@ -41,8 +43,11 @@ _state = [0, 0, 0]  # [virtual now us, real mode flag, host ticks at start]
 # The CPU model: [on, depth of emulated calls, host us at the last leave, run_delay ns then, scale (board us per
 # 1024 host us), board ns*1024 not yet charged, real mode: board us charged ahead of the host clock, host ns of
 # firmware compute in all, board us charged for it in all, bus us charged in all, flash us charged in all,
-# host ns of each call's own overhead (calling a Python stand-in where the board has a builtin) not charged]
-_cpu = [0, 0, 0, 0, 1024, 0, 0, 0, 0, 0, 0, 0]
+# host ns of each call's own overhead (calling a Python stand-in where the board has a builtin) not charged,
+# the kernel's on-CPU ns at the last leave]
+_cpu = [0, 0, 0, 0, 1024, 0, 0, 0, 0, 0, 0, 0, 0]
+_TICK_SLACK_NS = 3000000  # the kernel's on-CPU count lags by up to a scheduler tick at each end
+interrupted = [0]  # a Ctrl-C held back where it would have been lost (flashfs.DeviceFS.stat), raised at enter()
 _stat = [None]
 # [function, host us between calls, host us at the last call]: called from enter(), outside the charged time
 # (the scale tracker, the heap watch). The overloaded firmware never sleeps, so this cannot wait for a sleep.
@@ -80,6 +85,17 @@ def now_us():
 # -- the board's CPU ---------------------------------------------------------------------------------------------
 
 @micropython.viper
+def _first_field(buf) -> int:
+    p = ptr8(buf)
+    i = 0
+    v = 0
+    while p[i] >= 48 and p[i] <= 57:
+        v = v * 10 + p[i] - 48
+        i += 1
+    return v
+
+
+@micropython.viper
 def _second_field(buf) -> int:
     # "<on-cpu ns> <run_delay ns> <slices>\n": the second number.
     p = ptr8(buf)
@@ -95,6 +111,7 @@ def _second_field(buf) -> int:
 
 
 def _run_delay_ns():
+    # Reads the file; _first_field(_statbuf) then gives the on-CPU ns of the same reading.
     f = _stat[0]
     f.seek(0)
     f.readinto(_statbuf)
@@ -111,6 +128,7 @@ def cpu_model(scale_q10):
     for i in range(5, 11):
         _cpu[i] = 0
     _cpu[3] = _run_delay_ns()
+    _cpu[12] = _first_field(_statbuf)
     _cpu[2] = _ticks_us()
 
 
@@ -142,10 +160,18 @@ def cpu_us():
 def enter():
     # The firmware calls into the emulated hardware: what it computed since it last left is charged.
     c = _cpu
+    if interrupted[0] and not c[1]:
+        interrupted[0] = 0
+        raise KeyboardInterrupt
     if c[0] and not c[1]:
         w = _ticks_us()
         rd = _run_delay_ns()
-        ns = (w - c[2]) * 1000 - (rd - c[3]) - c[11]
+        ns = (w - c[2]) * 1000 - (rd - c[3])
+        if ns > _TICK_SLACK_NS:
+            on_cpu = _first_field(_statbuf) - c[12]
+            if ns > on_cpu + _TICK_SLACK_NS:
+                ns = on_cpu  # it blocked (waited for input): only its time on a core counts
+        ns -= c[11]
         if ns < 0:
             ns = 0
         c[7] += ns
@@ -171,6 +197,7 @@ def leave():
     c[1] -= 1
     if c[0] and not c[1]:
         c[3] = _run_delay_ns()  # run_delay first: the reads' own cost falls outside the charged interval
+        c[12] = _first_field(_statbuf)
         c[2] = _ticks_us()
 
 

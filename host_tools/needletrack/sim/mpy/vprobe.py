@@ -57,6 +57,8 @@ MARK_REPL = "\x1b]vprobe;repl\x07"
 MARK_EXIT = "\x1b]vprobe;exit\x07"
 
 
+vprobe_load = [None]
+
 _OFF = 0
 _ON = 1
 _PULSE = 2  # a zero-length brownout: off and on again at one instant
@@ -230,11 +232,13 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
 
 def connect_radio(session):
     # The emulated `bluetooth` module; with a bridge in the session, its radio reaches a real BLE host stack.
-    # Both before the flash filesystem hides this directory from imports.
+    # Both before the flash filesystem hides this directory from imports. The board decides the stack (BTstack on
+    # the Pico W, NimBLE on the ESP32-S3), with a bridge or without.
     import bluetooth  # noqa: F401
+    import vradio
+    vradio.use_board(session.get("board", "xiao_esp32s3"))
     radio = session.get("radio")
     if radio:
-        import vradio
         vradio.connect(radio["port"], pace=radio.get("pace"))
 
 
@@ -374,6 +378,7 @@ def console(path, boot_path, repl_globals):
     # The device clock at power-on is clock_start_us (0 on a board), and runs on across soft reboots.
     clock_us = session.get("clock_start_us", 0) + boot["uptime_us"]
     build_board(session, clock_us, True, boot["world_us"] - clock_us)
+    load = Load(session)
     board.reset_cause = boot["cause"]
     board.on_reset = note_reset
     board.on_wdt = watchdog_bites
@@ -385,6 +390,8 @@ def console(path, boot_path, repl_globals):
     mount_flash(session)
     if boot["provision"]:
         provision(session)
+    load.start()
+    vprobe_load[0] = load  # kept alive with its heap ballast while the REPL runs
     # boot.py and main.py run in the globals the REPL will use, as on a board; this script's names go first.
     g = repl_globals
     for name in list(g):
