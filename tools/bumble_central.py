@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import concurrent.futures
 import contextlib
 import errno
@@ -122,6 +123,8 @@ _DEFAULT_MTU = 256  # MicroPython's ESP32 NimBLE preferred ATT MTU
 _ATT_DEFAULT_MTU = 23
 _DEFAULT_ATTR_LEN = 20
 _CONNECT_DEFAULT_S = 30.0  # NimBLE's connect duration when none is given
+_TX_QUEUE = 12  # packets the stack holds for the controller (NimBLE's mbufs; the bridge's figure too)
+_TX_PER_EVENT = 4  # packets sent per connection event at most
 
 _UUID_PRIMARY_SERVICE = 0x2800
 _UUID_CHARACTERISTIC = 0x2803
@@ -374,6 +377,9 @@ class BLE:
         self._connecting = False
         self._db: dict[int, _Entry] = {}
         self._pairing: set[int] = set()
+        self._tx: dict[int, collections.deque[bytes]] = {}  # per connection: ATT PDUs waiting for the link
+        self._tx_running: set[int] = set()
+        self._tx_lock = threading.Lock()
 
     # -- plumbing
     def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
@@ -588,6 +594,8 @@ class BLE:
 
         def on_disconnection(reason: int) -> None:
             self._conns.pop(handle, None)
+            with self._tx_lock:
+                self._tx.pop(handle, None)
             future = self._passkeys.pop(handle, None)
             if future is not None and not future.done():
                 future.set_result(None)
@@ -690,8 +698,48 @@ class BLE:
 
         self._loop.call_soon_threadsafe(answer)
 
+    # -- the transmit queue: write commands and notifications wait for connection events
+    def _transmit(self, c: Connection, pdu: bytes) -> None:
+        # NimBLE takes a write without response or a notification into its buffers and sends it at the next
+        # connection events, a few per event; with its buffers full the call fails with ENOMEM.
+        with self._tx_lock:
+            q = self._tx.setdefault(c.handle, collections.deque())
+            if len(q) >= _TX_QUEUE:
+                raise OSError(errno.ENOMEM)
+            q.append(pdu)
+            if c.handle in self._tx_running:
+                return
+            self._tx_running.add(c.handle)
+        self._spawn(self._drain(c))
+
+    async def _drain(self, c: Connection) -> None:
+        interval_s = (getattr(c.parameters, "connection_interval", 0) or 30.0) / 1000
+        try:
+            while True:
+                with self._tx_lock:
+                    q = self._tx.get(c.handle)
+                    batch = [q.popleft() for _ in range(min(_TX_PER_EVENT, len(q)))] if q else []
+                    if not batch:
+                        self._tx_running.discard(c.handle)
+                        return
+                device = self._device
+                if device is not None and c.handle in self._conns:
+                    for pdu in batch:
+                        device.send_l2cap_pdu(c.handle, att.ATT_CID, pdu)
+                await asyncio.sleep(interval_s)
+        except BaseException:
+            with self._tx_lock:
+                self._tx_running.discard(c.handle)
+            raise
+
+    async def _sent(self, c: Connection) -> None:
+        # A request goes after what is already queued, as in NimBLE's single queue to the controller.
+        while c.handle in self._tx_running and c.handle in self._conns:
+            await asyncio.sleep(0.001)
+
     # -- GATT client
     async def _request(self, connection: Connection, pdu: att.ATT_PDU) -> Any:
+        await self._sent(connection)
         return await connection.gatt_client.send_request(pdu)
 
     @staticmethod
@@ -819,8 +867,7 @@ class BLE:
         value = data.encode() if isinstance(data, str) else bytes(data)
         value = value[: c.att_mtu - 3]  # NimBLE's ATT layer cuts the PDU to the MTU
         if mode == 0:
-            self._spawn(c.gatt_client.send_command(att.ATT_Write_Command(attribute_handle=value_handle,
-                                                                         attribute_value=value)))
+            self._transmit(c, bytes(att.ATT_Write_Command(attribute_handle=value_handle, attribute_value=value)))
         elif mode == 1:
             self._spawn(self._write(c, value_handle, value))
         else:
@@ -961,9 +1008,8 @@ class BLE:
         if data is None:
             data = self.gatts_read(value_handle)
         value = (data.encode() if isinstance(data, str) else bytes(data))[: c.att_mtu - 3]
-        pdu = att.ATT_Handle_Value_Notification(attribute_handle=value_handle, attribute_value=value)
-        device = self._check()
-        self._loop.call_soon_threadsafe(device.send_l2cap_pdu, c.handle, att.ATT_CID, bytes(pdu))
+        self._transmit(c, bytes(att.ATT_Handle_Value_Notification(attribute_handle=value_handle,
+                                                                  attribute_value=value)))
 
     def gatts_indicate(self, conn_handle: int, value_handle: int, data: Any = None) -> None:
         c = self._conn(conn_handle)
@@ -973,6 +1019,7 @@ class BLE:
         self._spawn(self._indicate(c, value_handle, value))
 
     async def _indicate(self, c: Connection, value_handle: int, value: bytes) -> None:
+        await self._sent(c)
         device = self._check()
         status = 0
         attribute = device.gatt_server.get_attribute(value_handle)
