@@ -306,7 +306,7 @@ class TestRun:
                 return
             got = False
             for idx, inst in running:
-                line = inst.get(0.02)
+                line = inst.get(0)
                 if line is Instance.EOF:
                     continue
                 if line is None:
@@ -327,7 +327,7 @@ class TestRun:
                 else:
                     self.output[idx].append(line)
             if not got:
-                time.sleep(0.01)
+                time.sleep(0.002)
 
     def _timeout(self, idx: int, inst: Instance) -> None:
         # As run-multitests.py: a TIMEOUT line and the end of the test. To say where the instance was stuck, it
