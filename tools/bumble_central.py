@@ -280,6 +280,13 @@ class _Irqs:
                     self.handler = None
             if future is not None:
                 future.set_result(result)
+            self.queue.task_done()
+
+    def wait_idle(self, timeout: float) -> None:
+        # Until every event raised so far has been handled (or timeout seconds).
+        limit = _time.monotonic() + timeout
+        while self.queue.unfinished_tasks and _time.monotonic() < limit:
+            _time.sleep(0.005)
 
 
 _print_lock = threading.RLock()
@@ -393,7 +400,8 @@ class BLE:
         self._loop.call_soon_threadsafe(start)
 
     def _irq(self, event: int, *data: Any) -> None:
-        self._irqs.post(event, tuple(data))
+        if self._device is not None:  # after active(False) the stack raises nothing more
+            self._irqs.post(event, tuple(data))
 
     def _check(self) -> Device:
         if self._device is None:
@@ -1095,6 +1103,7 @@ def main(argv: list[str]) -> int:
         code = 1
     ble = BLE._it
     if ble is not None:
+        ble._irqs.wait_idle(1.0)  # what the handler prints for events already raised is part of the output
         with contextlib.suppress(Exception):
             ble.active(False)
     sys.stdout.flush()
