@@ -235,8 +235,9 @@ _BRIDGE_LOG.propagate = False
 class TestRun:
     """One test on one board: bridge, both instances, the protocol, the comparison."""
 
-    def __init__(self, path: Path, board: str, timeout: float, work: Path) -> None:
+    def __init__(self, path: Path, board: str, timeout: float, work: Path, silence: float = SILENCE_S) -> None:
         self.path = path
+        self.silence = silence
         self.board = board
         self.timeout = timeout
         self.work = work
@@ -278,7 +279,7 @@ class TestRun:
             if line is Instance.EOF:
                 return
             if line is None:
-                if inst.silent_for() > SILENCE_S:
+                if inst.silent_for() > self.silence:
                     self._timeout(idx, inst)
                     return
                 continue
@@ -310,7 +311,7 @@ class TestRun:
                 if line is Instance.EOF:
                     continue
                 if line is None:
-                    if inst.silent_for() > SILENCE_S:
+                    if inst.silent_for() > self.silence:
                         self._timeout(idx, inst)
                     continue
                 got = True
@@ -351,7 +352,7 @@ class TestRun:
             n = int(number) - (self.prelude_lines if where == "<stdin>" else 0)
             source_lines = self.source.splitlines()
             text = f" (line {n}: {source_lines[n - 1].strip()})" if 0 < n <= len(source_lines) else ""
-            self.stuck.append(f"instance{idx} silent {SILENCE_S:.0f} s, interrupted in {function}{text}")
+            self.stuck.append(f"instance{idx} silent {self.silence:g} s, interrupted in {function}{text}")
 
     def _reboot(self, idx: int, inst: Instance, line: str, radio: RadioBridgeThread) -> None:
         # multitest.expect_reboot(resume, delay_ms): the board resets (machine.deepsleep/reset end the probe's
@@ -534,7 +535,7 @@ def discover(tests_dir: Path, pattern: str | None) -> list[Path]:
 
 
 def run(tests_dir: Path, boards: list[str], pattern: str | None, timeout: float, budget: float,
-        verbose: bool, console: Any) -> list[Result]:
+        verbose: bool, console: Any, silence: float = SILENCE_S) -> list[Result]:
     results: list[Result] = []
     tests = discover(tests_dir, pattern)
     styles = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow"}
@@ -547,7 +548,7 @@ def run(tests_dir: Path, boards: list[str], pattern: str | None, timeout: float,
                 if left < 5:
                     result = Result(path.stem, board, "SKIP", f"the run's budget of {budget:.0f} s is spent")
                 else:
-                    result = TestRun(path, board, min(timeout, left), Path(work)).run()
+                    result = TestRun(path, board, min(timeout, left), Path(work), silence).run()
                 results.append(result)
                 reason = f"  {result.reason}" if result.reason else ""
                 console.print(f"[{styles[result.result]}]{result.result:4}[/] {board:13} {result.test:32} "
@@ -602,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one test may take (default 60)")
     parser.add_argument("--budget", type=float, default=480.0,
                         help="seconds for the whole run; tests left when it is spent are skipped (default 480)")
+    parser.add_argument("--silence", type=float, default=SILENCE_S,
+                        help="seconds an instance may stay silent before it times out (default 10, as MicroPython's)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the diff of each failure")
     args = parser.parse_args(argv)
     console = Console(highlight=False)
@@ -611,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
                       "tests/multi_bluetooth there)")
         results: list[Result] = []
     else:
-        results = run(args.tests_dir, boards, args.pattern, args.timeout, args.budget, args.verbose, console)
+        results = run(args.tests_dir, boards, args.pattern, args.timeout, args.budget, args.verbose, console,
+                      args.silence)
         summary(results, console)
     passed = sum(1 for r in results if r.result == "PASS")
     failed = sum(1 for r in results if r.result == "FAIL")

@@ -70,3 +70,15 @@ def test_a_test_that_skips_itself_and_a_missing_directory_are_skips(tmp_path):
 
     code, text, report = run_runner(tmp_path / "absent")
     assert code == 0 and "SKIP" in text and "0 passed, 0 failed, 0 skipped" in text
+
+
+def test_a_silent_instance_times_out_and_the_reason_says_where_it_waited(tmp_path):
+    tests = copy_test(tmp_path / "tests")
+    source = (tests / TEST.name).read_text()
+    (tests / TEST.name).write_text(source.replace('multitest.wait("served")', 'multitest.wait("never sent")'))
+    code, text, report = run_runner(tests, "--silence", "2")
+    assert code == 1, text
+    (result,) = report["results"]
+    assert result["result"] == "FAIL"
+    assert result["output"].endswith("--- instance1 ---\nTIMEOUT\n")
+    assert "instance1 silent 2 s, interrupted in wait" in result["reason"], result["reason"]
