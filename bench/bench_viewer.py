@@ -78,9 +78,11 @@ class GrabberLike(FrameSource):
 
 @contextmanager
 def served_elsewhere(work: Path, rate_hz: int) -> Iterator[str]:
-    """`needletrack sim serve dry_needling --rate RATE` in a child process; yields its radio transport."""
+    """`needletrack sim serve dry_needling --rate RATE --cpu ideal` in a child process (the viewer is measured
+    against a probe that holds its rate); yields its radio transport."""
     proc = subprocess.Popen([sys.executable, "-m", "needletrack.cli", "sim", "serve", "dry_needling", "--rate",
-                             str(rate_hz), "--workdir", str(work)], stdout=subprocess.PIPE, text=True)
+                             str(rate_hz), "--workdir", str(work), "--cpu", "ideal"], stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -54,7 +54,7 @@ def main() -> None:
     refcount_guard.protect()
     app = QApplication.instance() or QApplication([])
     work = Path(tempfile.mkdtemp(prefix="needletrack-wizard-shot-"))
-    with serve.served(scenario.parse(depth_jig.scenario(CYCLE, "wizard_screenshot")), work) as probe:
+    with serve.served(scenario.parse(depth_jig.scenario(CYCLE, "wizard_screenshot")), work, cpu="ideal") as probe:
         _pump(app, lambda: probe.radio.call(_advertising_began) is not None, 15, "the probe advertising")
         engine = LiveEngine(probe.transport).start()
         try:

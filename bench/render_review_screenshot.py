@@ -41,7 +41,7 @@ NOGO_MM = 17.0
 def record(work: Path, seconds: float) -> Path:
     """A recording made by the viewer's engine against the virtual probe, with its frames fused live."""
     sc = scenario.load(SCENARIO)
-    with serve.served(sc, work / "probe") as probe:
+    with serve.served(sc, work / "probe", cpu="ideal") as probe:
         engine = LiveEngine(probe.transport, feed=open_feed(f"synthetic:{SCENARIO}"), nogo=NoGo(NOGO_MM),
                             record_root=work / "recordings").start()
         try:

@@ -95,6 +95,8 @@ class Device:
         self.config_buf = bytearray(packet.CONFIG_SIZE)
         self.status_buf = bytearray(packet.STATUS_SIZE)
         self.links = []
+        self.load_pct = 255  # share of the last housekeeping period the loop was busy; 255 until measured
+        self.load_from = time.ticks_us()
         self.wdt = None
         self.version = VERSION
 
@@ -169,7 +171,8 @@ class Device:
         loop = self.loop
         uptime_s = time.ticks_diff(time.ticks_ms(), self.booted_ms) // 1000
         packet.pack_status(self.status_buf, self.state(), self.battery.pct, self.battery.mv, loop.last_flags,
-                           self.dropped(), loop.cfg.rate_hz, self.calibration_id(), loop.overruns, uptime_s)
+                           self.dropped(), loop.cfg.rate_hz, self.calibration_id(), loop.overruns, uptime_s,
+                           self.load_pct)
         return self.status_buf
 
     # -- running -------------------------------------------------------------------------------------------
@@ -178,6 +181,8 @@ class Device:
         self.wdt = watchdog.take_over()
         self.loop.wdt = self.wdt
         gc.collect()
+        self.load_from = time.ticks_us()  # the loop's load is measured from here
+        self.loop.take_slept_us()
 
     def stop(self):
         # Back to the REPL: keep the board alive for whoever is at the console.
@@ -186,11 +191,23 @@ class Device:
 
     def housekeeping(self):
         # About once a second, between sampling batches.
+        self.measure_load()
         self.battery.read()
         if self.battery.low:
             self.loop.extra_flags |= packet.F_LOW_BATTERY
         else:
             self.loop.extra_flags &= ~packet.F_LOW_BATTERY
+
+    def measure_load(self):
+        # The loop's load: the share of the time since the last measurement it did not sleep (compute, I2C,
+        # the links), as a percentage; what a board reports of itself in STATUS.
+        now = time.ticks_us()
+        elapsed = time.ticks_diff(now, self.load_from)
+        slept = self.loop.take_slept_us()
+        self.load_from = now
+        if elapsed > 0:
+            busy = elapsed - slept
+            self.load_pct = 0 if busy <= 0 else (100 if busy >= elapsed else busy * 100 // elapsed)
 
     def connected(self):
         for link in self.links:

@@ -106,6 +106,7 @@ class SamplingLoop:
         self.fresh = 0  # IMU samples since the last output
         self.extra_flags = 0  # set by the owner: UNCALIBRATED, LOW_BATTERY
         self.overruns = 0
+        self.slept_us = 0  # time the loop slept since the owner last took it (take_slept_us): its idle time
         self.samples = 0
         self.last_flags = 0
         self.set_odr(odr_mhz)
@@ -124,6 +125,12 @@ class SamplingLoop:
         self.acc = self.acc * odr_mhz // old if old else 0
         self.twitch.set_odr(odr_mhz)
         self.att.set_dt(1000.0 / odr_mhz)
+
+    def take_slept_us(self):
+        """Time slept since the last call (bounded: the owner takes it about once a second)."""
+        s = self.slept_us
+        self.slept_us = 0
+        return s
 
     # -- one step ----------------------------------------------------------------------------------------
 
@@ -151,6 +158,7 @@ class SamplingLoop:
         missing = WATERMARK_PAIRS - n if n < WATERMARK_PAIRS else WATERMARK_PAIRS
         wait = missing * self.period_us - time.ticks_diff(time.ticks_us(), self.t_read)
         if wait > 0:
+            self.slept_us += wait
             time.sleep_us(wait)
 
     def drain(self):
@@ -387,6 +395,7 @@ class SamplingLoop:
         now = time.ticks_us()
         wait = period - time.ticks_diff(now, self.last_out)
         if wait > 0:
+            self.slept_us += wait
             time.sleep_us(wait)
             now = time.ticks_us()
         if time.ticks_diff(now, self.last_probe) >= REPROBE_US:

@@ -66,7 +66,8 @@ ST_CALIBRATING = const(2)
 ST_FAULT = const(3)
 
 _SAMPLE_FMT = "<HIhhhhhhH"
-_STATUS_FMT = "<BBBBHHHHHHI"
+_STATUS_FMT = "<BBBBHHHHHHHBB"  # version 2: uptime as u24 (low u16, high u8), then the loop's load
+STATUS_VERSION = const(2)
 _RESULT_FMT = "<BBBBi"
 _CONFIG_FMT = "<BBhHhHHHBBhH"
 
@@ -103,12 +104,17 @@ def pack_sample(buf, off, seq, t_us, needle, guide, depth, tip, pitch, roll, fla
     )
 
 
-def pack_status(buf, state, battery_pct, battery_mv, flags, dropped, rate_hz, cal_id, overruns, uptime_s):
+def pack_status(buf, state, battery_pct, battery_mv, flags, dropped, rate_hz, cal_id, overruns, uptime_s,
+                load_pct=255):
+    # load_pct: share of the last second the loop was busy (compute and bus), 0-100; 255 = not known yet.
+    if uptime_s > 0xFFFFFF:
+        uptime_s = 0xFFFFFF
     struct.pack_into(
         _STATUS_FMT, buf, 0,
-        REC_STATUS, VERSION, state, battery_pct, battery_mv, flags & FLAG_MASK,
+        REC_STATUS, STATUS_VERSION, state, battery_pct, battery_mv, flags & FLAG_MASK,
         dropped if dropped < 0xFFFF else 0xFFFF, rate_hz, cal_id,
-        overruns if overruns < 0xFFFF else 0xFFFF, uptime_s,
+        overruns if overruns < 0xFFFF else 0xFFFF, uptime_s & 0xFFFF, uptime_s >> 16,
+        load_pct if load_pct <= 100 else 255,
     )
 
 

@@ -81,6 +81,7 @@ def pytest_configure(config):
         probes.SIM["board"] = sim_board
         probes.SIM["cpu"] = config.getoption("--cpu")
     config.addinivalue_line("markers", "soak: an hour of streaming, run with --soak (needletrack hil --soak)")
+    config.addinivalue_line("markers", "keeps_rate: needs a firmware that holds its output rate on the device")
     if config.getoption("--soak") and (config.option.markexpr or "").strip() == "not slow":
         config.option.markexpr = "not slow or soak"  # the soak is marked slow as well: select it anyway
     report_plugin.configure(config)
@@ -99,6 +100,7 @@ def pytest_collection_modifyitems(config, items):
         return order.index(stem) if stem in order else len(order)
 
     items.sort(key=rank)
+    _expect_failures_where_the_firmware_cannot_keep_up(config, items)
     # The hour-long soak is opt-in: --soak, or a -m that names it; `make bench` (-m slow) runs the shorter
     # slow tests, not an hour of streaming.
     asked = config.getoption("--soak") or re.search(r"(?<!not )\bsoak\b", config.option.markexpr or "")
@@ -108,6 +110,39 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("soak"):
             item.add_marker(skip)
+
+
+def _keeps_up(board: str, rate_hz: int) -> tuple[bool, str]:
+    """Whether the firmware holds rate_hz on the virtual board with its costs charged: 3 s of a still probe."""
+    import tempfile
+
+    from needletrack.sim import runner, scenario
+
+    with tempfile.TemporaryDirectory(prefix="nt-hil-load-") as tmp:
+        load = runner.run(scenario.load("still_probe"), Path(tmp), board=board, cpu="board",
+                          rate_hz=rate_hz).device_load
+    cpu, bus = float(load["cpu_fraction"]), float(load["bus_fraction"])
+    ok = cpu + bus <= 1 and load["fifo_overruns"] == 0
+    return ok, f"{cpu:.2f} CPU s + {bus:.2f} I2C s per second of data, {load['fifo_overruns']} FIFO overruns"
+
+
+def _expect_failures_where_the_firmware_cannot_keep_up(config, items) -> None:
+    # On a virtual board whose costs are charged, a firmware too slow for the board cannot pass what needs its
+    # rate: those tests are expected failures, each saying why, until the firmware fits (issue 15). On a real
+    # board, or with --cpu ideal, nothing is expected to fail.
+    if config.getoption("--board") not in SIM_BOARDS or probes.SIM["cpu"] != "board":
+        return
+    bound = [it for it in items if it.get_closest_marker("keeps_rate")]
+    if not bound:
+        return
+    verdicts = {rate: _keeps_up(probes.SIM["board"], rate) for rate in (200, 1000)}
+    for item in bound:
+        rate = 1000 if "1000" in item.name else 200
+        ok, why = verdicts[rate]
+        if not ok:
+            item.add_marker(pytest.mark.xfail(
+                reason=f"issue 15: the firmware does not keep {rate} samples/s on a {probes.SIM['board']} ({why})",
+                strict=False))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -14,6 +14,9 @@ import pytest
 
 from hil_tests import jig, plots, probes
 
+# Every test here needs a firmware that keeps its output rate (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 ANGLE_RMS_DEG = 0.3
 DEPTH_RMS_MM = 0.2
 

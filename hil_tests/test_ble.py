@@ -109,6 +109,7 @@ def test_mtu_247_is_negotiated_and_notifications_carry_batches(dut, report):
     report.figure("samples per notification at MTU 247, mean", round(float(sizes.mean()) / 20, 2), "", "1 - 12")
 
 
+@pytest.mark.keeps_rate
 def test_at_mtu_23_every_notification_carries_one_sample(dut, report):
     _bumble_only(dut, "a central that keeps the default ATT MTU of 23")
 
@@ -148,6 +149,7 @@ def _plot_stream(s: Streamed) -> Any:
     return fig
 
 
+@pytest.mark.keeps_rate
 def test_ten_seconds_of_streaming_without_a_gap(dut, report):
     async def run() -> Streamed:
         async with Central.of(dut) as central:
@@ -257,6 +259,7 @@ def test_a_dropped_link_is_taken_up_again_by_the_stream_session(dut, report):
     assert max(resume) < 2.0, resume
 
 
+@pytest.mark.keeps_rate
 def test_control_writes_need_a_bonded_link(dut, report):
     _bumble_only(dut, "an unbonded central: the OS adapter pairs by itself when a write is refused")
 

@@ -146,6 +146,7 @@ def test_set_needle_length(dut, report):
     _on_device(dut, body, report)
 
 
+@pytest.mark.keeps_rate
 def test_set_nogo(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for depth, margin in ((100, 0), (20000, 2000), (1500, 300)):
@@ -170,6 +171,7 @@ def test_set_nogo(dut, report):
     _on_device(dut, body, report)
 
 
+@pytest.mark.keeps_rate
 def test_set_output_rate(dut, report):
     measured: dict[int, float] = {}
 
@@ -193,6 +195,7 @@ def test_set_output_rate(dut, report):
     assert measured[100] == pytest.approx(100, rel=0.02)
 
 
+@pytest.mark.keeps_rate
 def test_identify_read_config_read_status(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for seconds in (1, 10):
@@ -296,6 +299,7 @@ def _on_jig(jig: Any, body: Callable[[Checker, Any], Awaitable[None]], report: A
     return checker
 
 
+@pytest.mark.keeps_rate
 def test_tare_makes_the_current_position_depth_zero(jig, report):
     got: dict[str, Any] = {}
 
@@ -322,6 +326,7 @@ def test_tare_makes_the_current_position_depth_zero(jig, report):
     assert abs(got["back"]) < 500
 
 
+@pytest.mark.keeps_rate
 def test_a_calibration_on_the_jig_is_committed_and_used(jig, report):
     got: dict[str, Any] = {}
 

@@ -17,6 +17,9 @@ import pytest
 
 from needletrack.protocol import Flag
 
+# Every test here needs a firmware that keeps its output rate (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 FAULT_AT_S = 2.0
 FAULT_UNTIL_S = 3.0
 DEPTH_TOL_MM = 1.0  # a depth further than this from the truth is a wrong number

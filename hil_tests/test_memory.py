@@ -16,6 +16,9 @@ import pytest
 
 from hil_tests import plots, probes
 
+# Every test here needs a firmware that keeps its output rate (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 LOCKED_S = 2.0
 FREE_S = 4.0
 EVERY_MS = 100

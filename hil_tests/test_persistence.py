@@ -125,6 +125,7 @@ def jig(dut, tmp_path_factory) -> Iterator[Any]:
         yield probe
 
 
+@pytest.mark.keeps_rate
 def test_a_new_calibration_survives_a_reboot(jig, report):
     async def run(line: SerialLine) -> dict[str, Any]:
         async with Central(jig.transport, jig) as central:

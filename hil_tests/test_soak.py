@@ -24,7 +24,7 @@ from needletrack.protocol import Status, decode_record
 from needletrack.receiver import Receiver, Timed
 from needletrack.stream_session import Backoff, StreamSession
 
-pytestmark = [pytest.mark.soak, pytest.mark.slow]
+pytestmark = [pytest.mark.soak, pytest.mark.slow, pytest.mark.keeps_rate]
 
 SOAK_S = float(os.environ.get("NEEDLETRACK_HIL_SOAK_S", "3600"))
 BIN_S = 10.0

@@ -23,6 +23,9 @@ from hil_tests.central import Central
 from needletrack.protocol import Flag
 from needletrack.receiver import Receiver, Timed
 
+# Every test here needs a firmware that keeps its output rate (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 TICK_PERIOD_S = (1 << 30) / 1e6
 BEFORE_WRAP_S = 3.0
 AFTER_WRAP_S = 2.0

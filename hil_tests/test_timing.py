@@ -22,6 +22,9 @@ import pytest
 
 from hil_tests import plots, probes, report_plugin
 
+# Every test here needs a firmware that keeps its output rate (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 RATES = (200, 1000)
 WATERMARK_PAIRS = 8  # firmware/loop.py: a FIFO batch is read every 8 IMU samples
 RATE_TOLERANCE = 0.005  # the IMU's trimmed oscillator against the MCU's tick clock, with margin

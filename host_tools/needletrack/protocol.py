@@ -21,7 +21,8 @@ CONTROL_UUID = "301b0003-5a5e-487c-b7c0-b53a1d892a59"
 STATUS_UUID = "301b0004-5a5e-487c-b7c0-b53a1d892a59"
 
 _SAMPLE = struct.Struct("<HIhhhhhhH")
-_STATUS = struct.Struct("<BBBBHHHHHHI")
+_STATUS = struct.Struct("<BBBBHHHHHHI")  # version 1
+_STATUS_V2 = struct.Struct("<BBBBHHHHHHHBB")  # version 2: uptime u24, then the loop's load
 _RESULT = struct.Struct("<BBBBi")
 _CONFIG = struct.Struct("<BBhHhHHHBBhH")
 
@@ -168,6 +169,7 @@ class Status:
     calibration_id: int
     fifo_overruns: int
     uptime_s: int
+    loop_load_pct: int | None = None  # share of the last second the device's loop was busy; None: not reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,12 +213,21 @@ def decode_record(data: bytes | bytearray | memoryview) -> Record:
     kind = data[0]
     if kind == 0x01:
         _expect(data, _STATUS.size, "STATUS")
-        _, ver, state, batt, mv, flags, dropped, rate, cal, overruns, uptime = _STATUS.unpack(data)
-        _version(ver, "STATUS")
+        load: int | None = None
+        if data[1] == 2:
+            _, ver, state, batt, mv, flags, dropped, rate, cal, overruns, up_lo, up_hi, load = _STATUS_V2.unpack(data)
+            uptime = up_lo | up_hi << 16
+            if load == 255:
+                load = None
+            elif load > 100:
+                raise ProtocolError(f"STATUS record with a loop load of {load} %")
+        else:
+            _, ver, state, batt, mv, flags, dropped, rate, cal, overruns, uptime = _STATUS.unpack(data)
+            _version(ver, "STATUS")
         if state not in DeviceState._value2member_map_ or flags & ~FLAG_MASK:
             raise ProtocolError(f"STATUS record with state {state} and flags 0x{flags:04x} is not valid")
         return Status(DeviceState(state), None if batt == 255 else batt, mv, Flag(flags), dropped, rate, cal,
-                      overruns, uptime)
+                      overruns, uptime, load)
     if kind == 0x02:
         _expect(data, _RESULT.size, "RESULT")
         _, op, token, code, value = _RESULT.unpack(data)

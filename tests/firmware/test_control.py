@@ -451,3 +451,26 @@ def test_calibration_takes_at_most_255_points():
     code, value = _cmd(dev, packet.OP_CAL_POINT, "h", 2000)[:2]
     eq((code, value), (packet.R_BAD_STATE, 255))  # the residuals' u8 index could not reach a 256th
     eq(len(dev.control.jig_um), 255)
+
+
+def test_status_reports_the_loops_load_as_the_board_charges_it():
+    # With the board's CPU model on, what the firmware reports of its own load (STATUS loop_load) is the share of
+    # device time the probe charged it for compute and the bus.
+    dev = _device()
+    totals = [0, 0, 0, 0]
+    vclock.cpu_model(20 * 1024)
+    try:
+        dev.measure_load()
+        vclock.cpu_totals(totals)
+        t0, busy0 = vclock.now_us(), totals[1] + totals[2]
+        _run(dev, 2.0)
+        dev.measure_load()
+        vclock.cpu_totals(totals)
+        charged = (totals[1] + totals[2] - busy0) * 100 / (vclock.now_us() - t0)
+    finally:
+        vclock.cpu_stop()
+    near(dev.load_pct, charged, 3, "loop load vs what the probe charged, %")
+    eq(dev.load_pct > 5, True, "a loop that computes is not idle")
+    rec = dev.status_record()
+    eq(rec[1], packet.STATUS_VERSION, "STATUS version")
+    eq(rec[19], dev.load_pct, "STATUS loop_load")

@@ -49,7 +49,7 @@ def test_records_pack_to_their_bytes():
     buf = bytearray(packet.STATUS_SIZE)
     f = recs["status"]["fields"]
     packet.pack_status(buf, f["state"], f["battery_pct"], f["battery_mv"], f["flags"], f["dropped"], f["rate_hz"],
-                       f["calibration_id"], f["fifo_overruns"], f["uptime_s"])
+                       f["calibration_id"], f["fifo_overruns"], f["uptime_s"], f["loop_load_pct"])
     eq(_hex(buf), recs["status"]["hex"], "status")
     buf = bytearray(packet.RESULT_SIZE)
     f = recs["result"]["fields"]
@@ -72,6 +72,10 @@ def test_status_counters_saturate():
     packet.pack_status(buf, 1, 50, 3700, 0, 70000, 200, 0, 1 << 20, 5)
     eq(buf[8] | buf[9] << 8, 0xFFFF, "dropped")
     eq(buf[14] | buf[15] << 8, 0xFFFF, "overruns")
+    eq(buf[19], 255, "the loop's load, not given: unknown")
+    packet.pack_status(buf, 1, 50, 3700, 0, 0, 200, 0, 0, 1 << 30, 101)
+    eq(buf[16] | buf[17] << 8 | buf[18] << 16, 0xFFFFFF, "uptime saturates at 24 bits")
+    eq(buf[19], 255, "a load over 100 % is not a load")
 
 
 def test_unit_conversions_round_and_saturate():

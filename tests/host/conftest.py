@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from needletrack.sim import scenario, serve
+from tests.host import HOST_TEST_CPU
 
 SERVED = {
     "name": "served",
@@ -24,5 +25,5 @@ SERVED = {
 def served_probe(tmp_path_factory) -> Iterator[serve.ServedProbe]:
     """A virtual probe up in real time with its radio and serial console, as `needletrack sim serve` keeps one."""
     work: Path = tmp_path_factory.mktemp("served")
-    with serve.served(scenario.parse(SERVED), work) as probe:
+    with serve.served(scenario.parse(SERVED), work, cpu=HOST_TEST_CPU) as probe:
         yield probe

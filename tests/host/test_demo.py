@@ -8,11 +8,12 @@ import pytest
 import SimpleITK as sitk
 
 from needletrack import demo, recording
+from tests.host import HOST_TEST_CPU
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return demo.run(tmp_path_factory.mktemp("demo"), seconds=5.0)
+    return demo.run(tmp_path_factory.mktemp("demo"), seconds=5.0, cpu=HOST_TEST_CPU)
 
 
 def test_the_demo_writes_every_output(result):

@@ -28,6 +28,7 @@ from needletrack.board_repl import Repl
 from needletrack.flashing_cli import device_group, flash_command
 from needletrack.sim import scenario, serve
 from needletrack.sim.console import Console
+from tests.host import HOST_TEST_CPU
 
 MPREMOTE = Path(sys.executable).with_name("mpremote")
 SCENARIO = {
@@ -90,7 +91,7 @@ class Probe:
 
     def __init__(self, work: Path, sc: dict | None = None) -> None:
         self.work = work
-        self.session, fresh = serve.prepare(scenario.parse(sc or SCENARIO), work)
+        self.session, fresh = serve.prepare(scenario.parse(sc or SCENARIO), work, cpu=HOST_TEST_CPU)
         assert fresh
         self.con = Console(work, self.session)
         self.port = self.con.start()
@@ -255,7 +256,7 @@ def test_migration_from_a_legacy_plain_copy_boots_at_every_state(tmp_path):
     # A board flashed by plain copy before slots existed: the old boot.py and main.py at the root.
     rng = random.Random(int(os.environ.get("NT_FLASH_SEED", time.time_ns() % 10_000)))
     work = tmp_path / "probe"
-    session, _ = serve.prepare(scenario.parse(SCENARIO), work)
+    session, _ = serve.prepare(scenario.parse(SCENARIO), work, cpu=HOST_TEST_CPU)
     flash_dir = work / "flash"
     shutil.rmtree(flash_dir)
     old = variant(tmp_path, "old", everywhere=True)

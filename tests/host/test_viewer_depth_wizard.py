@@ -32,6 +32,7 @@ from needletrack.viewer.depth_calibration import (
 from needletrack.viewer.depth_wizard import DepthWizard, open_depth_wizard
 from needletrack.viewer.engine import LiveEngine
 from needletrack.viewer.snapshot import LinkInfo, Phase, Snapshot
+from tests.host import HOST_TEST_CPU
 from tests.host.viewer_support import pump_until  # first: offscreen Qt
 
 JIG = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0)
@@ -282,7 +283,7 @@ async def _advertising_began(bridge: Any) -> float | None:
 def jig(tmp_path_factory, qapp):
     """A served probe on the fast jig cycle, and a live engine streaming from it."""
     doc = depth_jig.scenario(CYCLE, "wizard_jig")
-    with serve.served(scenario.parse(doc), tmp_path_factory.mktemp("wizard-jig")) as probe:
+    with serve.served(scenario.parse(doc), tmp_path_factory.mktemp("wizard-jig"), cpu=HOST_TEST_CPU) as probe:
         deadline = time.monotonic() + 15
         while probe.radio.call(_advertising_began) is None:
             assert time.monotonic() < deadline, probe.console.output_tail(1500)

@@ -26,6 +26,7 @@ from needletrack.viewer.main_window import MainWindow
 from needletrack.viewer.procedure import Procedure, SetupState
 from needletrack.viewer.procedure_panel import summary
 from needletrack.viewer.snapshot import Phase
+from tests.host import HOST_TEST_CPU
 from tests.host.viewer_support import TRAJECTORY_BGR, colour_pixels, pump_until
 
 DELAY_S = 0.080
@@ -44,7 +45,7 @@ PISTONING = {
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
     sc = scenario.parse(PISTONING)
-    with serve.served(sc, tmp_path_factory.mktemp("pistoning")) as served:
+    with serve.served(sc, tmp_path_factory.mktemp("pistoning"), cpu=HOST_TEST_CPU) as served:
         yield sc, served
 
 

@@ -48,7 +48,7 @@ _state = [0, 0, 0]  # [virtual now us, real mode flag, host ticks at start]
 _cpu = [0, 0, 0, 0, 1024, 0, 0, 0, 0, 0, 0, 0, 0]
 _TICK_SLACK_NS = 3000000  # the kernel's on-CPU count lags by up to a scheduler tick at each end
 interrupted = [0]  # a Ctrl-C held back where it would have been lost (flashfs.DeviceFS.stat), raised at enter()
-_stat = [None]
+_stat = [None]  # /proc/thread-self/schedstat, open
 # [function, host us between calls, host us at the last call]: called from enter(), outside the charged time
 # (the scale tracker, the heap watch). The overloaded firmware never sleeps, so this cannot wait for a sleep.
 _poll = [None, 100000, 0]  # /proc/thread-self/schedstat, opened while the host's filesystem is still mounted
@@ -110,6 +110,12 @@ def _second_field(buf) -> int:
     return v
 
 
+def _open_stat():
+    # Through a root-less host filesystem: the device's flash may be mounted at "/" already.
+    import vfs
+    _stat[0] = vfs.VfsPosix().open("/proc/thread-self/schedstat", "rb")
+
+
 def _run_delay_ns():
     # Reads the file; _first_field(_statbuf) then gives the on-CPU ns of the same reading.
     f = _stat[0]
@@ -121,7 +127,7 @@ def _run_delay_ns():
 def cpu_model(scale_q10):
     """Charge the firmware's compute at scale_q10/1024 board us per host us from now on; 0 turns it off."""
     if _stat[0] is None:
-        _stat[0] = open("/proc/thread-self/schedstat", "rb")
+        _open_stat()
     _cpu[0] = 1 if scale_q10 else 0
     _cpu[4] = scale_q10 or 1024
     _cpu[1] = 0
@@ -153,7 +159,7 @@ def set_scale(scale_q10, overhead_ns=-1):
 def cpu_us():
     """Host on-CPU us of this thread (for calibrating the scale): wall time less time spent waiting for a core."""
     if _stat[0] is None:
-        _stat[0] = open("/proc/thread-self/schedstat", "rb")
+        _open_stat()
     return _ticks_us() - _run_delay_ns() // 1000
 
 

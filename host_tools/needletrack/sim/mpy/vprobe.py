@@ -258,7 +258,6 @@ class Load:
             import cpuscale
             path = __file__.rsplit("/", 1)[0] + "/kernel-rp2040.json"
             self.mcu = cpuscale.rp2040_figures(path)  # read while the host's files are still there
-            vclock.cpu_us()  # likewise: opens /proc/thread-self/schedstat
             self.tracker = cpuscale.Tracker(self.mcu, self.prof["cpu_vs_rp2040"])
 
     def start(self):
