@@ -272,9 +272,13 @@ class TestRun:
         return inst
 
     # -- the protocol
-    def _setup_phase(self, idx: int, inst: Instance) -> None:
+    def _setup_phase(self, idx: int, inst: Instance, deadline: float) -> None:
         # Until NEXT: SET lines become globals for the instances started later; SKIP skips the test.
         while True:
+            if time.monotonic() > deadline:
+                self.output[idx].append(f"TIMEOUT (the test ran past {self.timeout:.0f} s)")
+                self.error = True
+                return
             line = inst.get(0.1)
             if line is Instance.EOF:
                 return
@@ -397,7 +401,7 @@ class TestRun:
             try:
                 for idx in (0, 1):
                     inst = self._start(idx, f"instance{idx}", radio)
-                    self._setup_phase(idx, inst)
+                    self._setup_phase(idx, inst, t0 + self.timeout)
                     if self.error or self.skip:
                         break
                 if not self.error and not self.skip:
