@@ -49,7 +49,10 @@ _NOTIFY_PER_SERVICE = const(4)  # notifications per service() call: the loop get
 # so notifications are given to the stack at two per connection interval, with at most four in hand (a burst
 # after a quiet spell); whatever the link cannot carry then stays in the ring, whose overflow is counted,
 # instead of growing the stack's heap queue. The interval is the one the stack reported (_IRQ_CONNECTION_UPDATE);
-# until then 15 ms is assumed (133 notifications/s: more than 1000 samples/s need at MTU 247).
+# until then 15 ms is assumed (133 notifications/s: more than 1000 samples/s need at MTU 247). That is sound
+# whenever the link carries what the loop produces: at 200 samples/s (17 notifications/s at MTU 247) any
+# interval up to 115 ms; a slower central that never reports its interval lets the heap queue grow by the
+# difference until it does (MicroPython reports no interval at connection).
 _PACED_PER_INTERVAL = const(2)
 _PACED_MAX = const(4)
 _ASSUMED_INTERVAL_MS = const(15)

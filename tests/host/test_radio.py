@@ -227,9 +227,12 @@ def test_btstack_refuses_with_insufficient_encryption_and_indications_updates_ra
 class _ScriptedBridge:
     """A stand-in for the bridge: answers the stack's requests the way the test script expects."""
 
-    def __init__(self, stack: str = "nimble", read_after_writes: bool = False) -> None:
+    def __init__(self, stack: str = "nimble", read_after_writes: bool = False, interval: int = 24,
+                 after_connect: list[dict[str, Any]] | None = None) -> None:
         self.stack = stack
         self.read_after_writes = read_after_writes
+        self.interval = interval  # the connection interval, in units of 1.25 ms
+        self.after_connect = after_connect or []
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.notified: list[tuple[int, int, bytes]] = []
@@ -265,8 +268,10 @@ class _ScriptedBridge:
             if op["op"] == "services":
                 write_handle = op["services"][0][1][1][2]
             elif op["op"] == "adv" and op["interval_us"]:
-                self._send(conn, {"ev": "connect", "conn": 1, "addr_type": 0, "addr": "001bdc000002", "interval": 24,
-                                  "latency": 0, "timeout": 72})
+                self._send(conn, {"ev": "connect", "conn": 1, "addr_type": 0, "addr": "001bdc000002",
+                                  "interval": self.interval, "latency": 0, "timeout": 72})
+                for event in self.after_connect:
+                    self._send(conn, event)
             elif op["op"] == "update":
                 for value in (b"abcdefgh", b"12345678"):
                     self._send(conn, {"ev": "write", "conn": 1, "handle": write_handle, "value": value.hex()})
@@ -371,6 +376,40 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
         assert checks["unknown_conn"] == {"check": "unknown_conn", "notify": ["OSError", ENOTCONN],
                                           "disconnect": False, "exchange_mtu": ["OSError", ENOTCONN]}
         assert checks["disconnected"]["data"] == [1, 0, "001bdc000002"]
+
+
+@pytest.mark.parametrize("board", ["pico_w", "xiao_esp32s3"])
+def test_the_firmware_never_lets_the_stack_queue_grow_beyond_the_link(board):
+    # A central at a 100 ms interval (4 packets per event: 40 notifications/s) and 1000 samples/s (84
+    # notifications/s): the link cannot carry them. NimBLE refuses what it has no buffer for; BTstack would queue
+    # it all on the heap, so the firmware paces itself by the interval the stack reported. Either way what is not
+    # sent stays in the firmware's ring, whose overflow is counted, and the stack holds at most its 12 buffers.
+    after = [{"ev": "mtu", "conn": 1, "mtu": 247},
+             {"ev": "conn_update", "conn": 1, "interval": 80, "latency": 0, "timeout": 400, "status": 0}]
+    bridge = _ScriptedBridge(stack_for_board(board), interval=80, after_connect=after)
+    firmware = ROOT / "firmware"
+    run = subprocess.run([*micropython_command(), str(MPY / "pacing_check.py"), str(bridge.port), board],
+                         env={**os.environ, "MICROPYPATH": f"{MICROPYPATH}:{firmware}"}, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert (out["mtu"], out["interval_ms"]) == (247, 100)
+    assert out["paced"] == (board == "pico_w")
+    assert out["produced"] == 10000
+    assert out["most_in_stack"] <= 12  # nothing ever waited on the heap beyond the controller's buffers
+    assert out["sent"] + out["dropped"] + 256 >= out["produced"]  # every sample sent, dropped or still in the ring
+    bridge.thread.join(10)  # every frame the probe sent has been read
+    handles = [h for _, h, _ in bridge.notified]
+    h_meas = max(set(handles), key=handles.count)
+    notes = handles.count(h_meas)
+    received = sum(len(v) // 20 for _, h, v in bridge.notified if h == h_meas)
+    assert 0 <= out["sent"] - received <= 12 * 12  # what the stack took and had not sent when the probe ended
+    if board == "pico_w":
+        # two notifications per reported interval, 20/s, the status's every 2 s included; none refused
+        assert 185 <= notes <= 200 and out["busy"] == 0
+    else:
+        # as many as the stack takes: the link's 40/s, the rest refused with ENOMEM
+        assert 380 <= notes <= 410 and out["busy"] > 0
 
 
 @pytest.mark.slow
