@@ -351,6 +351,7 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
         assert not config["gap_pair"] and not config["gap_passkey"] and not config["class_gap_pair"]
         assert config["gap_pair_error"] == ["AttributeError", "'BLE' object has no attribute 'gap_pair'"]
         assert config["gap_name"] == "MPY BTSTACK"
+        assert (config["mtu"], config["mtu_600"]) == (1017, None)  # l2cap_max_le_mtu(); anything below it
         assert checks["active"]["secrets"] == []  # no secret IRQs
         assert types["handles"] == [9, 12]  # BTstack's GAP and GATT services take handles 1-6
         # gatts_notify never refuses: 60 notifications of 200 bytes, 12 in the controller, the rest on the heap
@@ -367,6 +368,7 @@ def test_each_board_gets_its_stack_as_micropython_builds_it(board):
         assert config["rxbuf"] == ["ValueError", "unknown config param"]
         assert config["gap_pair"] and config["gap_passkey"] and config["gap_name"] == "MPY ESP32"
         assert config["class_gap_pair"] and config["gap_pair_error"] is None
+        assert (config["mtu"], config["mtu_600"]) == (256, ["OSError", EINVAL])  # NimBLE: 23-527
         # active(True) asks for the stored IRK, offers a new one, then reads the stored peers (load_irk)
         assert checks["active"]["secrets"] == [["get", 10, 0, "irk"], ["set", 10, "irk", 16], ["get", 2, 0, None]]
         assert types["handles"] == [12, 15]

@@ -77,7 +77,8 @@ def main():
 
     out("config", bond=raised(ble.config, bond=True), le_secure=raised(ble.config, le_secure=True),
         mitm=raised(ble.config, mitm=False), io=raised(ble.config, io=3), rxbuf=raised(ble.config, "rxbuf"),
-        gap_name=ble.config("gap_name").decode(), gap_pair=hasattr(ble, "gap_pair"),
+        gap_name=ble.config("gap_name").decode(), mtu=ble.config("mtu"), mtu_600=raised(ble.config, mtu=600),
+        gap_pair=hasattr(ble, "gap_pair"),
         gap_passkey=hasattr(ble, "gap_passkey"), class_gap_pair=hasattr(bluetooth.BLE, "gap_pair"),
         is_ble=isinstance(ble, bluetooth.BLE), gap_pair_error=raised(getattr, ble, "gap_pair"))
 

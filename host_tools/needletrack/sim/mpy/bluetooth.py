@@ -72,6 +72,9 @@ _SECRET_PEER = const(2)  # NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC
 
 _DEFAULT_ADDR = b"\xf4\x12\xfa\x00\x00\x01"
 _GAP_NAMES = {"nimble": b"MPY ESP32", "btstack": b"MPY BTSTACK"}
+# config('mtu') before any config(mtu=): NimBLE's BLE_ATT_PREFERRED_MTU; BTstack's l2cap_max_le_mtu(), the ACL
+# payload (HCI_ACL_PAYLOAD_SIZE 1021 in extmod/btstack/btstack_config_common.h) less the L2CAP header.
+_DEFAULT_MTU = {"nimble": 256, "btstack": 1017}
 # The first handle after the stack's own services. NimBLE: GAP service 1, device name 2/3, appearance 4/5;
 # GATT service 6, service changed 7/8 + CCCD 9. BTstack (mp_bluetooth_gatts_register_service_begin): GAP
 # service 1, device name 2/3; GATT service 4, service changed 5/6 (read only, no CCCD).
@@ -220,8 +223,9 @@ class _BLE:
         try:
             if _it[0] is None:
                 name = stack()
-                _it[0] = object.__new__(_CLASSES[name])
-                _it[0]._setup(name)
+                it = object.__new__(_CLASSES[name])
+                it._setup(name)
+                _it[0] = it
             return _it[0]
         finally:
             vradio.leave()
@@ -243,7 +247,7 @@ class _BLE:
         self._advertising = False
         self._addr_mode = 0
         self._addr = (0, _DEFAULT_ADDR)
-        self._mtu = 256
+        self._mtu = _DEFAULT_MTU[name]
         self._gap_name = _GAP_NAMES.get(name, b"MPY ESP32")
         self._sec = {"bond": False, "mitm": False, "io": 3, "le_secure": False}
         self._passkeys = {}
@@ -332,9 +336,7 @@ class _BLE:
             elif name == "mtu":
                 value = _int(value)
                 self._check()
-                if value < _ATT_DEFAULT_MTU or value > 527:
-                    raise OSError(errno.EINVAL)
-                self._mtu = value
+                self._set_mtu(value)
             elif name == "addr_mode":
                 value = _int(value)
                 self._check()
@@ -724,6 +726,11 @@ class _NimBLE(_BLE):
     def _disconnect_unknown(self):
         return False  # ble_gap_terminate: BLE_HS_ENOTCONN
 
+    def _set_mtu(self, value):
+        if value < _ATT_DEFAULT_MTU or value > 527:  # ble_att_set_preferred_mtu: BLE_HS_EINVAL
+            raise OSError(errno.EINVAL)
+        self._mtu = value
+
     def _exchange_unknown(self):
         raise OSError(errno.ENOTCONN)  # ble_gattc_exchange_mtu: BLE_HS_ENOTCONN
 
@@ -789,6 +796,13 @@ class _BTstack(_BLE):
 
     def _disconnect_unknown(self):
         return True  # mp_bluetooth_gap_disconnect() calls gap_disconnect() and returns 0 whatever the handle
+
+    def _set_mtu(self, value):
+        # l2cap_set_max_le_mtu() takes only a value below l2cap_max_mtu(); the binding then compares
+        if value < _DEFAULT_MTU["btstack"]:
+            self._mtu = value
+        elif value != self._mtu:
+            raise OSError(errno.EINVAL)
 
     def _exchange_unknown(self):
         pass  # mp_bluetooth_gattc_exchange_mtu() calls gatt_client_send_mtu_negotiation() and returns 0

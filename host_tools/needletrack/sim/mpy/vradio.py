@@ -220,6 +220,10 @@ def _kick(_):
         _sig[1] = 1
         _sig[0] = 2
         return
+    _service_safely()
+
+
+def _service_safely():
     try:
         _service()
     except Exception as e:  # the stack's own failure (out of memory): never raised into the firmware's code
@@ -245,7 +249,7 @@ def enter():
 def leave():
     vclock.leave()
     if _sig[1] and not vclock._cpu[1] and not _heap_locked():
-        _service()  # an event arrived while the stack was busy: delivered as the call returns
+        _service_safely()  # an event arrived while the stack was busy: delivered as the call returns
 
 
 def _on_sleep():
