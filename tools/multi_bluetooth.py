@@ -211,6 +211,8 @@ class Result:
     expected: str = ""
     metrics: list[str] = field(default_factory=list)
     bridge: list[str] = field(default_factory=list)  # what the radio bridge warned of during the test
+    runs: int = 1  # how many times it ran (--repeat); a FAIL failed at least once
+    passes: int = 0
 
 
 def instance_count(source: str) -> int:
@@ -538,8 +540,30 @@ def discover(tests_dir: Path, pattern: str | None) -> list[Path]:
     return tests
 
 
+def _repeated(path: Path, board: str, timeout: float, budget: float, started: float, work: Path, silence: float,
+              repeat: int) -> Result:
+    # The test `repeat` times (while the budget lasts): PASS if every run passed, else the first failing run,
+    # whose reason says how many of the runs passed.
+    results: list[Result] = []
+    for _ in range(max(1, repeat)):
+        left = budget - (time.monotonic() - started)
+        if results and left < 5:
+            break
+        results.append(TestRun(path, board, min(timeout, left), work, silence).run())
+        if results[-1].result == "SKIP":
+            break
+    passes = sum(1 for r in results if r.result == "PASS")
+    failed = [r for r in results if r.result == "FAIL"]
+    result = failed[0] if failed else results[0]
+    result.runs, result.passes = len(results), passes
+    result.seconds = sum(r.seconds for r in results)
+    if failed and len(results) > 1:
+        result.reason = f"passed {passes} of {len(results)} runs; {result.reason}"
+    return result
+
+
 def run(tests_dir: Path, boards: list[str], pattern: str | None, timeout: float, budget: float,
-        verbose: bool, console: Any, silence: float = SILENCE_S) -> list[Result]:
+        verbose: bool, console: Any, silence: float = SILENCE_S, repeat: int = 1) -> list[Result]:
     results: list[Result] = []
     tests = discover(tests_dir, pattern)
     styles = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow"}
@@ -552,7 +576,7 @@ def run(tests_dir: Path, boards: list[str], pattern: str | None, timeout: float,
                 if left < 5:
                     result = Result(path.stem, board, "SKIP", f"the run's budget of {budget:.0f} s is spent")
                 else:
-                    result = TestRun(path, board, min(timeout, left), Path(work), silence).run()
+                    result = _repeated(path, board, timeout, budget, started, Path(work), silence, repeat)
                 results.append(result)
                 reason = f"  {result.reason}" if result.reason else ""
                 console.print(f"[{styles[result.result]}]{result.result:4}[/] {board:13} {result.test:32} "
@@ -570,6 +594,10 @@ def _diff(expected: str, output: str) -> str:
     return "".join(difflib.unified_diff(expected.splitlines(True), output.splitlines(True), "expected", "got"))
 
 
+def _runs(r: Result) -> str:
+    return f" {r.passes}/{r.runs}" if r.runs > 1 else ""
+
+
 def summary(results: list[Result], console: Any) -> None:
     from rich.table import Table
 
@@ -584,7 +612,8 @@ def summary(results: list[Result], console: Any) -> None:
         by_test.setdefault(r.test, {})[r.board] = r
     colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for test, per_board in by_test.items():
-        cells = [f"[{colours[per_board[b].result]}]{per_board[b].result}[/]" if b in per_board else "" for b in boards]
+        cells = [f"[{colours[per_board[b].result]}]{per_board[b].result}[/]{_runs(per_board[b])}" if b in per_board
+                 else "" for b in boards]
         reasons = [f"{b}: {per_board[b].reason}" for b in boards if b in per_board and per_board[b].reason]
         table.add_row(test, *cells, "\n".join(reasons))
     console.print(table)
@@ -609,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds for the whole run; tests left when it is spent are skipped (default 480)")
     parser.add_argument("--silence", type=float, default=SILENCE_S,
                         help="seconds an instance may stay silent before it times out (default 10, as MicroPython's)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each test this many times; it passes only if every run passes (finds races)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the diff of each failure")
     args = parser.parse_args(argv)
     console = Console(highlight=False)
@@ -619,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         results: list[Result] = []
     else:
         results = run(args.tests_dir, boards, args.pattern, args.timeout, args.budget, args.verbose, console,
-                      args.silence)
+                      args.silence, args.repeat)
         summary(results, console)
     passed = sum(1 for r in results if r.result == "PASS")
     failed = sum(1 for r in results if r.result == "FAIL")

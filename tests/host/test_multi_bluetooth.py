@@ -52,10 +52,11 @@ def test_our_two_instance_test_passes_on_the_stand_in(tmp_path, board):
 
 def test_an_expectation_the_instances_do_not_meet_fails_with_the_line(tmp_path):
     wrong = Path(f"{TEST}.exp").read_text().replace("read b'hello'", "read b'HELLO'")
-    code, text, report = run_runner(copy_test(tmp_path / "tests", wrong))
+    code, text, report = run_runner(copy_test(tmp_path / "tests", wrong), "--repeat", "2")
     assert code == 1, text
     (result,) = report["results"]
-    assert result["result"] == "FAIL"
+    assert (result["result"], result["runs"], result["passes"]) == ("FAIL", 2, 0)
+    assert result["reason"].startswith("passed 0 of 2 runs; ")
     assert "instance1 line 3: expected \"read b'HELLO'\", got \"read b'hello'\"" in result["reason"]
     assert "0 passed, 1 failed, 0 skipped" in text
 
