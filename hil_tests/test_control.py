@@ -119,6 +119,7 @@ def _on_device(dut: Any, body: Body, report: Any) -> Checker:
     return checker
 
 
+@pytest.mark.keeps_rate
 def test_set_guide_angle(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for cdeg in (1000, 8000, 4550):
@@ -134,6 +135,7 @@ def test_set_guide_angle(dut, report):
     _on_device(dut, body, report)
 
 
+@pytest.mark.keeps_rate
 def test_set_needle_length(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for dmm in (100, 2000, 755):

@@ -77,10 +77,11 @@ def call_overhead_ns(n=5000, repeats=5):
 class Tracker:
     # This machine switches between speed states (about 1.75x apart): a scale measured once at boot would charge
     # the firmware by the wrong one later. Every period_us of host time (outside the firmware's charged time),
-    # the "call" part runs once more on a quarter of its iterations (its loop is linear in them), and the scale
-    # follows the median of the last five ratios. poll() is called every 50 ms of host time (vclock.on_poll).
+    # the "call" part runs once more on an eighth of its iterations (its loop is linear in them; about 60 us here),
+    # and the scale follows the median of the last five ratios. poll() is called every 20 ms of host time
+    # (vclock.on_poll): the machine's speed changes within tens of milliseconds when the other core is busy.
     def __init__(self, mcu, board_factor):
-        self.n = kernel.N // 4
+        self.n = kernel.N // 8
         self.mcu_us = mcu[SCALE_PART] * self.n // kernel.N
         self.overhead_q10 = 0
         self.factor_q10 = int(board_factor * 1024 + 0.5)

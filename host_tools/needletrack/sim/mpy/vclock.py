@@ -51,8 +51,8 @@ interrupted = [0]  # a Ctrl-C held back where it would have been lost (flashfs.D
 _stat = [None]  # /proc/thread-self/schedstat, open
 # [function, host us between calls, host us at the last call]: called from enter(), outside the charged time
 # (the scale tracker, the heap watch). The overloaded firmware never sleeps, so this cannot wait for a sleep.
-_poll = [None, 100000, 0]  # /proc/thread-self/schedstat, opened while the host's filesystem is still mounted
-_statbuf = bytearray(96)
+_poll = [None, 100000, 0]
+_statbuf = bytearray(96)  # one reading of _stat
 
 # Called with no arguments after every sleep (even a zero one): the places where the board's radio delivers
 # its events to the firmware, as a stack would between two pieces of application code. Empty unless a

@@ -281,7 +281,7 @@ class Load:
             self.tracker.start(self.ratios[cpuscale.SCALE_PART], self.overhead_ns)
         self.start_us = vclock.now_us()
         if self.tracker is not None:
-            vclock.on_poll(self.poll, 50000)
+            vclock.on_poll(self.poll, 20000)
 
     def poll(self):
         free = gc.mem_free()
