@@ -89,6 +89,9 @@ class DemoResult:
     clock_errors_ms: list[float]
     frames: dict[str, int]
     wall_s: float
+    board: str = "xiao_esp32s3"  # the board the virtual probe was
+    cpu: str = "board"  # whether the board's compute, bus and flash time were charged
+    rate_hz: int = 200  # the output rate the probe was configured for
 
 
 def _synthetic_live(src: SyntheticSource, epoch: float, first: int, count: int) -> Iterator[Frame]:
@@ -227,14 +230,20 @@ def run(out: Path, scenario_name: str = "dry_needling", *, seconds: float | None
         boot = progress.add_task("booting the virtual probe (firmware on MicroPython)", total=None)
         with serve.served(sc, session_dir / "virtual-probe", board=board, cpu=cpu) as probe:
             progress.remove_task(boot)
-            return asyncio.run(_session(probe, sc, session_dir, seconds or sc.duration_s, dicom, progress))
+            result = asyncio.run(_session(probe, sc, session_dir, seconds or sc.duration_s, dicom, progress))
+    return replace(result, board=board, cpu=cpu)
 
 
 def report(result: DemoResult, console: Console) -> None:
     rx = result.receiver
     t = Table(title="NeedleTrack demo: the virtual probe in real time, fused with ultrasound frames",
               show_header=False)
+    t.add_row("virtual probe", f"{result.board}, its compute, I2C and flash time "
+              + ("charged as on the board" if result.cpu == "board" else "free (--cpu ideal)"))
     t.add_row("samples", f"{rx.samples} received, {rx.lost} lost, {rx.rate_hz:.1f}/s")
+    if rx.rate_hz < 0.95 * result.rate_hz:
+        t.add_row("", f"[red]the firmware does not keep its {result.rate_hz} samples/s on this board[/]"
+                  + (" (--cpu ideal runs it with compute free)" if result.cpu == "board" else ""))
     if result.clock_errors_ms:
         e = np.array(result.clock_errors_ms[len(result.clock_errors_ms) // 10:])
         t.add_row("clock mapping", f"{np.sqrt(np.mean(e**2)):.2f} ms RMS vs the device's true clock "
