@@ -541,7 +541,10 @@ class _Session:
         elif name == "services":
             self._register(op["services"])
         elif name == "adv":
-            await self._advertise(op)
+            try:
+                await self._advertise(op)
+            except Exception as e:  # e.g. BTstack, which does not check, given 32 bytes: the controller refuses
+                logger.warning("advertising refused by the controller: %r", e)
         elif name == "disconnect":
             connection = self._connection(op["conn"])
             if connection is not None:
