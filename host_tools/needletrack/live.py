@@ -17,7 +17,7 @@ from needletrack.fused_stream import fuse_live
 from needletrack.fusion import SampleHistory
 from needletrack.link import Found, Link, LinkError, open_link
 from needletrack.live_fusion import FusionOptions, open_fusion
-from needletrack.protocol import Flag, Status, decode_record
+from needletrack.protocol import Flag, ProtocolError, Status, decode_record
 from needletrack.receiver import Receiver, Timed
 from needletrack.recording import RecordingWriter, flags_text
 from needletrack.stream_session import State, StreamSession
@@ -67,9 +67,17 @@ def _view(rx: Receiver, where: str, status: Status | None, recording: Path | Non
         batt = "unknown" if status.battery_pct is None else f"{status.battery_pct} %"
         cal = f"{status.calibration_id:04x}" if status.calibration_id else "factory"
         t.add_row("device", f"{status.state.name}, battery {batt}, {status.rate_hz} Hz, calibration {cal}")
+        # The probe's own headroom: a loop near 100 % is about to fall behind its IMU; overruns say it has.
+        load = "not reported" if status.loop_load_pct is None else f"{status.loop_load_pct} %"
+        hot = (status.loop_load_pct or 0) >= 90 or status.fifo_overruns
+        text = f"{load}, {status.fifo_overruns} IMU FIFO overruns since boot"
+        t.add_row("device loop", f"[red]{text}[/]" if hot else text)
     if recording is not None:
         t.add_row("recording", str(recording))
     return t
+
+
+STATUS_EVERY_S = 2.0  # the probe refreshes its STATUS record every 2 s (docs/protocol.md)
 
 
 class _Session:
@@ -99,12 +107,25 @@ class _Session:
                 self.writer.add_sample(t.sample, t.device_s, t.host_s)
 
     async def on_connected(self, link: Link) -> None:
-        with contextlib.suppress(LinkError):
-            rec = decode_record(await link.read_status())
-            self.status = rec if isinstance(rec, Status) else None
+        await self._read_status(link)
         if self.writer is not None:  # made after the first connection: this is a reconnection
             last = self.rx.last
             self.writer.add_event(last.device_s if last else 0.0, "link", "reconnected")
+
+    async def _read_status(self, link: Link) -> None:
+        # A link down, or a record this host cannot read: the last STATUS stays (the view says what it knows).
+        with contextlib.suppress(LinkError, ProtocolError):
+            rec = decode_record(await link.read_status())
+            if isinstance(rec, Status):
+                self.status = rec
+
+    async def _follow_status(self, link: Link) -> None:
+        # The device's state, battery and loop load change while it streams: read again every STATUS period.
+        while not self.stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), STATUS_EVERY_S)
+            if not self.stop.is_set():
+                await self._read_status(link)
 
     def _on_frame(self, _fused: object) -> None:
         self.frames += 1
@@ -132,7 +153,8 @@ class _Session:
             self.writer = RecordingWriter(self.record, {"device": where, "transport": self.transport,
                                                         "host_clock": "time.monotonic", "status": repr(self.status)})
             self.recording_open = True
-        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(session.run(self.stop))]
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(session.run(self.stop)),
+                                          asyncio.create_task(self._follow_status(link))]
         if self.fusion is not None:
             f = self.fusion
             tasks.append(asyncio.create_task(fuse_live(f.source.frames(), f.fuser, f.sinks, self.stop,

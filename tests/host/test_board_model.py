@@ -103,3 +103,17 @@ def test_cli_takes_board_cpu_and_firmware(tmp_path):
     assert session["board"] == "pico_w" and session["board_profile"]["stack"] == "btstack"
     res = CliRunner().invoke(main, ["sim", "run", "still_probe", "--board", "nano"])
     assert res.exit_code != 0 and "nano" in res.output
+
+
+def test_a_probe_reports_its_own_load_as_the_board_charges_it(tmp_path):
+    # A served probe as a Pico W, its costs charged: the firmware's own measure of its loop (STATUS loop_load,
+    # what a real board reports) shows a loop with no headroom, and `needletrack stream` shows it.
+    from needletrack.sim import serve
+
+    with serve.served(scenario.parse({**SHORT, "duration_s": 30.0}), tmp_path / "probe", board="pico_w",
+                      cpu="board") as probe:
+        res = CliRunner().invoke(main, ["stream", "-t", probe.transport, "--seconds", "5"])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "device loop" in line)
+    load = int(row.split("device loop")[1].strip(" │|").split("%")[0])
+    assert load >= 80, row

@@ -43,6 +43,7 @@ def test_stream_shows_the_needle(served_probe):
     res = CliRunner().invoke(main, ["stream", "-t", served_probe.transport, "--seconds", "1"])
     assert res.exit_code == 0, res.output
     assert "needle angle" in res.output and "samples" in res.output
+    assert "device loop" in res.output and "IMU FIFO overruns since boot" in res.output
 
 
 def test_an_unknown_transport_is_a_clear_error():
