@@ -163,3 +163,22 @@ def test_flash_writes_cost_erase_and_program_time():
     eq(vclock.now_us() >= 45000 + 5 * 400, True, "the device clock waited through it")
     fs.remove("/cfg.json")
     os.rmdir(root)
+
+
+def test_rp2_adc_is_read_u16_alone_and_the_battery_reads_through_it():
+    import battery
+
+    _board()
+    vboard.board.adc_pins = (26, 27, 28, 29)
+    vboard.board.set_adc_uv(28, 1_900_000)  # a 3.8 V cell behind the 1:2 divider
+    saved = machine.ADC
+    machine.ADC = machine.ADC_RP2
+    try:
+        adc = machine.ADC(machine.Pin(28))
+        eq(hasattr(adc, "atten") or hasattr(adc, "read_uv") or hasattr(adc, "width"), False, "rp2's ADC API")
+        eq(adc.read_u16(), 1_900_000 * 65535 // 3_300_000)
+        bat = battery.Battery(28, 2)
+        bat.read()
+        near(bat.mv, 3800, 2, "battery mV through read_u16")
+    finally:
+        machine.ADC = saved

@@ -36,6 +36,7 @@ class BoardProfile:
     heap_free_bytes: int  # gc.mem_free() at main.py on the board, BLE active
     timer_ids: tuple[int, int]  # lowest and highest machine.Timer id the port accepts
     adc_pins: tuple[int, ...]  # pins machine.ADC accepts
+    adc_api: str  # "rp2": ADC(pin).read_u16() alone; "esp32": also atten, width, read, read_uv
     mpy_arch: str  # what `needletrack flash` compiles for on the board
 
     def session(self) -> dict[str, Any]:
@@ -64,6 +65,7 @@ PROFILES = {
         heap_free_bytes=198_768,  # measured: gc.mem_free() at main.py, RPI_PICO_W v1.28, BLE active
         timer_ids=(-1, -1),  # ports/rp2/machine_timer.c: only the soft timer, -1
         adc_pins=(26, 27, 28, 29),  # GPIO26-29 (ADC0-3)
+        adc_api="rp2",
         mpy_arch="armv6m",
     ),
     "xiao_esp32s3": BoardProfile(
@@ -87,6 +89,7 @@ PROFILES = {
         heap_free_bytes=8_000_000,
         timer_ids=(-1, 3),  # ports/esp32/machine_timer.c: -1 (esp_timer) and the S3's 4 hardware timers
         adc_pins=tuple(range(1, 21)),  # ADC1 GPIO1-10, ADC2 GPIO11-20
+        adc_api="esp32",
         mpy_arch="xtensawin",
     ),
 }

@@ -317,6 +317,31 @@ class ADC:
         return self.read_u16() >> (16 - self._bits)
 
 
+class ADC_RP2:
+    """machine.ADC as the rp2 port builds it: ADC(pin) and read_u16() alone, 0..3.3 V full scale (no attenuation,
+    no read_uv, no width: ports/rp2/machine_adc.c). The virtual probe makes it the module's ADC on an RP2040."""
+
+    CORE_TEMP = 4
+
+    def __init__(self, pin):
+        self.id = _pin_id(pin)
+        pins = _board.adc_pins
+        if pins is not None and self.id not in pins:
+            raise ValueError("Pin doesn't have ADC capabilities")
+
+    def read_u16(self):
+        enter()
+        try:
+            _board.sync()
+            uv = _board.adc_uv.get(self.id, 0)
+            return max(0, min(uv, 3_300_000)) * 65535 // 3_300_000
+        finally:
+            leave()
+
+
+ADC_ESP32 = ADC
+
+
 class PWM:
     """machine.PWM: the settings are the output (vboard.board.pwm[pin id] is this object)."""
 

@@ -209,6 +209,8 @@ def build_board(session, start_us=0, loop=False, offset_us=0):
         b.bus(BUS).nack_errno = prof["i2c_nack_errno"]
         b.timer_ids = tuple(prof["timer_ids"])
         b.adc_pins = tuple(prof["adc_pins"])
+        import machine as emulated
+        emulated.ADC = emulated.ADC_RP2 if prof.get("adc_api") == "rp2" else emulated.ADC_ESP32
     vclock.reset(start_us)
     imu = ImuSource(session["imu"], session.get("imu_odr_mhz", IMU_ODR_MHZ))
     sources = {"imu": imu, "hall_a": HallSource(session["hall_a"]),
