@@ -3,8 +3,10 @@
 For each firmware (this checkout's, and with --before REV the firmware of an earlier revision, taken from git)
 and each board: does it boot, and at each output rate the CPU it needs per second of sensor data (over 1: it
 cannot keep up), the share of device time busy computing and on the I2C bus, FIFO overruns, the IMU samples it
-processed, its lowest free heap. Then the check that `--cpu ideal` is the probe as it was before the board model:
-the revision's own virtual probe and today's, both with compute free, give byte-identical samples.
+processed, its lowest free heap. Then the sampling loop alone, scaled to the RP2040 beside the figures the RP2040
+emulator measured for it (shared/mcu/README.md), per IMU sample and per part (board_loop_mpy.py). Last, the check
+that `--cpu ideal` is the probe as it was before the board model: the revision's own virtual probe and today's,
+both with compute free, give byte-identical samples.
 
     python bench/bench_board_load.py [--before 1e5177a] [--seconds 20] [--rates 200,1000]
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from needletrack import paths
 from needletrack.sim import runner, scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +57,37 @@ def load_row(label: str, board: str, rate: int, sc: scenario.Scenario, work: Pat
     return [label, board, str(rate), "boots", f"[{style}]{need:.2f}[/]", f"{d['cpu_busy_fraction']:.2f}",
             f"{d['bus_fraction']:.2f}", str(d["fifo_overruns"]), f"{d['imu_samples_processed_fraction'] * 100:.0f} %",
             f"{d['heap_free_min_bytes']:,}"]
+
+
+# What the RP2040 emulator measured for the firmware at 1e5177a (shared/mcu/README.md), us on an RP2040 at 125 MHz
+RP2040_LOOP_PER_IMU_SAMPLE = "1343-1495"
+RP2040_PARTS = {"Attitude.update": "34", "needle_angle_mdeg": "163-211", "pitch_mdeg": "142", "roll_mdeg": "120",
+                "DepthEstimator.update": "424", "packet.pack_sample": "92"}
+
+
+def loop_figures(board: str) -> dict:
+    """bench/board_loop_mpy.py on this machine's MicroPython: the loop and its parts, scaled to the RP2040."""
+    import json
+
+    env = dict(os.environ, MICROPYPATH=str(paths.VIRTUAL_BOARD))
+    out = subprocess.run([paths.micropython(), "-X", "heapsize=4M", str(REPO / "bench" / "board_loop_mpy.py"),
+                          str(REPO), board], env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+
+
+def loop_tables() -> None:
+    figs = {board: loop_figures(board) for board in ("pico_w", "xiao_esp32s3")}
+    t = Table("per IMU sample (833 Hz), RP2040 us", *figs, "RP2040 emulator",
+              title="The sampling loop on an RP2040 at 125 MHz, scaled from this machine (compute only)")
+    for key, label in (("loop", "sampling loop alone"), ("device", "with its links and feedback")):
+        cells = [f"{figs[b]['per_imu_sample_us'][key]:.0f} ({figs[b]['per_imu_sample_us'][key] / 1200:.2f} s/s)"
+                 for b in figs]
+        t.add_row(label, *cells, f"{RP2040_LOOP_PER_IMU_SAMPLE} (1.12-1.25 s/s)" if key == "loop" else "")
+    console.print(t)
+    parts = Table("part, per call", "scaled, us", "RP2040 emulator, us", title="Parts")
+    for name, ref in RP2040_PARTS.items():
+        parts.add_row(name, f"{figs['pico_w']['per_call_us'][name]:.0f}", ref)
+    console.print(parts)
 
 
 def ideal_matches(before: Path, work: Path) -> tuple[bool, str]:
@@ -100,6 +134,8 @@ def main() -> None:
         console.print("CPU needed: CPU seconds per second of sensor data processed (over 1, the board cannot keep "
                       "up); busy: share of device time. Compute is scaled from this machine by kernel.py's 'call' "
                       "part against its RP2040 figures (ESP32-S3: RP2040 / 2.4, an assumption).")
+        with console.status("the sampling loop alone"):
+            loop_tables()
         if before is not None:
             same, what = ideal_matches(before, work / "ideal")
             verdict = "[green]byte-identical[/]" if same else "[red]DIFFERENT[/]"
