@@ -178,17 +178,9 @@ async def _btstack_session(transport: str) -> dict[str, object]:
 def test_the_firmware_boots_and_streams_on_a_pico_w_over_btstack(tmp_path):
     # The Pico W's stack as MicroPython builds it: no pairing or bonding config (the firmware boots without
     # them), a notify that never refuses (the firmware paces itself), a link that is never encrypted.
-    session, fresh = serve.prepare(scenario.parse(SERVED), tmp_path)
+    # The stack under test, not the board's CPU speed: compute free.
+    session, fresh = serve.prepare(scenario.parse(SERVED), tmp_path, board="pico_w", cpu="ideal")
     doc = json.loads(session.read_text())
-    doc["board"] = "pico_w"
-    if "cpu" in doc:
-        doc["cpu"] = "ideal"  # the stack under test, not the board's CPU speed
-    try:
-        from needletrack.sim import boards  # type: ignore[attr-defined, unused-ignore]
-
-        doc["board_profile"] = boards.profile("pico_w").session()
-    except ImportError:
-        pass
     with RadioBridgeThread(RadioConfig(stack=stack_for_board("pico_w"))) as radio:
         doc["radio"] = {"port": radio.shim_port, "pace": 1}
         session.write_text(json.dumps(doc, indent=1))
