@@ -48,10 +48,12 @@ from bumble.core import UUID, PhysicalTransport
 from bumble.device import AdvertisingType, Connection, Device, DeviceConfiguration
 from bumble.gatt import (
     GATT_APPEARANCE_CHARACTERISTIC,
+    GATT_CHARACTERISTIC_ATTRIBUTE_TYPE,
     GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
     GATT_DEVICE_NAME_CHARACTERISTIC,
     GATT_GENERIC_ACCESS_SERVICE,
     GATT_GENERIC_ATTRIBUTE_SERVICE,
+    GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE,
     GATT_SERVICE_CHANGED_CHARACTERISTIC,
     Characteristic,
     CharacteristicValue,
@@ -92,6 +94,14 @@ REASON_REMOTE_USER_TERMINATED = 0x13
 BLE_HS_ENOTCONN = 7
 BLE_HS_ETIMEOUT = 13
 SEC_TYPE_PEER = 2  # NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC, the `sec_type` of the secret IRQs
+BLE_HS_ERR_ATT_BASE = 0x100  # NimBLE: a GATT client status for an ATT Error Response is this + the ATT code
+ATT_ERROR_HCI_DISCONNECT_RECEIVED = 0x1F  # BTstack's own att_status codes (ble/att_db.h / bluetooth.h)
+ATT_ERROR_TIMEOUT = 0x7F
+
+# GATT client ops from the firmware (bluetooth.gattc_*), by the _Session coroutine that carries each out
+_GATTC_OPS = {"gattc_services": "_gattc_services", "gattc_chars": "_gattc_characteristics",
+              "gattc_descs": "_gattc_descriptors", "gattc_read": "_gattc_read", "gattc_write": "_gattc_write"}
+_GATTC_DONE = {"gattc_services": "services", "gattc_chars": "chars", "gattc_descs": "descs"}
 
 STACKS = ("nimble", "btstack")
 BOARD_STACKS = {"pico_w": "btstack", "xiao_esp32s3": "nimble"}
@@ -555,6 +565,12 @@ class _Session:
             connection = self._connection(op["conn"])
             if connection is not None:
                 self.spawn(self._exchange_mtu(connection))
+        elif name in _GATTC_OPS:
+            connection = self._connection(op["conn"])
+            if connection is not None:
+                self.spawn(getattr(self, _GATTC_OPS[name])(connection, op))
+            else:
+                self._gattc_unconnected(op)
         elif name == "pair":
             connection = self._connection(op["conn"])
             if connection is not None:
@@ -577,6 +593,156 @@ class _Session:
         # exchange the central started (_IRQ_MTU_EXCHANGED).
         with contextlib.suppress(Exception):
             await connection.gatt_client.request_mtu(self.device.gatt_server.max_mtu)
+
+    # -- the GATT client on the probe's own connections (gattc_discover_*, gattc_read, gattc_write)
+    def _gattc_status(self, error: int) -> int:
+        # A procedure ended by an ATT Error Response: NimBLE reports BLE_HS_ERR_ATT_BASE + the code, BTstack
+        # (GATT_EVENT_QUERY_COMPLETE's att_status) the code itself.
+        return (BLE_HS_ERR_ATT_BASE + error) if self.config.stack == "nimble" else error
+
+    def _gattc_failed(self, connection: Connection) -> int:
+        # A procedure the link took down (disconnection) or that had no answer in 30 s (the ATT timeout).
+        down = connection.handle not in self.conns
+        if self.config.stack == "nimble":
+            return BLE_HS_ENOTCONN if down else BLE_HS_ETIMEOUT
+        return ATT_ERROR_HCI_DISCONNECT_RECEIVED if down else ATT_ERROR_TIMEOUT
+
+    def _gattc_unconnected(self, op: dict[str, Any]) -> None:
+        # The link closed between the firmware's call and this op: the procedure ends as the stack ends it.
+        status = BLE_HS_ENOTCONN if self.config.stack == "nimble" else ATT_ERROR_HCI_DISCONNECT_RECEIVED
+        what = _GATTC_DONE.get(op["op"])
+        if what is not None:
+            self.send({"ev": "gattc_done", "conn": op["conn"], "what": what, "status": status})
+        elif op["op"] == "gattc_read" or op.get("mode") == 1:
+            self.send({"ev": "gattc_" + ("read" if op["op"] == "gattc_read" else "write") + "_done",
+                       "conn": op["conn"], "handle": op["handle"], "status": status})
+
+    async def _gattc_services(self, connection: Connection, op: dict[str, Any]) -> None:
+        # NimBLE ble_gattc_disc_all_svcs / ble_gattc_disc_svc_by_uuid, BTstack
+        # gatt_client_discover_primary_services(_by_uuid16/128): Read By Group Type, or Find By Type Value with
+        # the UUID, from handle 1 until Attribute Not Found (a success) or the last handle.
+        h = connection.handle
+        uuid = op.get("uuid")
+        start, status = 1, 0
+        try:
+            while start <= 0xFFFF:
+                if uuid is None:
+                    r = await connection.gatt_client.send_request(att.ATT_Read_By_Group_Type_Request(
+                        starting_handle=start, ending_handle=0xFFFF,
+                        attribute_group_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE))
+                    found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else [
+                        (s, e, bytes(v)) for s, e, v in r.attributes]
+                else:
+                    r = await connection.gatt_client.send_request(att.ATT_Find_By_Type_Value_Request(
+                        starting_handle=start, ending_handle=0xFFFF,
+                        attribute_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE, attribute_value=bytes.fromhex(uuid)))
+                    found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else [
+                        (s, e, bytes.fromhex(uuid)) for s, e in r.handles_information]
+                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
+                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
+                        status = self._gattc_status(r.error_code)
+                    break
+                for s, e, u in found:
+                    self.send({"ev": "gattc_service", "conn": h, "start": s, "end": e, "uuid": u.hex()})
+                last = max((e for _, e, _ in found), default=0xFFFF)
+                if last >= 0xFFFF:
+                    break
+                start = last + 1
+        except Exception:
+            status = self._gattc_failed(connection)
+        self.send({"ev": "gattc_done", "conn": h, "what": "services", "status": status})
+
+    async def _gattc_characteristics(self, connection: Connection, op: dict[str, Any]) -> None:
+        # Read By Type (characteristic declarations) over [start, end]. Each result carries its end handle: the
+        # next declaration less one, or the end of the range (NimBLE's binding holds a result back until it
+        # knows it; BTstack's characteristic_end_found). A UUID filters the results, not the requests.
+        h = connection.handle
+        start, end, uuid = op["start"], op["end"], op.get("uuid")
+        status = 0
+        held: dict[str, Any] | None = None
+        try:
+            while start <= end:
+                r = await connection.gatt_client.send_request(att.ATT_Read_By_Type_Request(
+                    starting_handle=start, ending_handle=end, attribute_type=GATT_CHARACTERISTIC_ATTRIBUTE_TYPE))
+                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
+                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
+                        status = self._gattc_status(r.error_code)
+                    break
+                last = start
+                for declaration, value in r.attributes:
+                    if held is not None:
+                        self.send({**held, "end": declaration - 1})
+                        held = None
+                    properties, value_handle = struct.unpack_from("<BH", value)
+                    u = bytes(value[3:])
+                    if uuid is None or u == bytes.fromhex(uuid):
+                        held = {"ev": "gattc_char", "conn": h, "handle": value_handle, "props": properties,
+                                "uuid": u.hex()}
+                    last = declaration
+                if last >= end:
+                    break
+                start = last + 1
+        except Exception:
+            status = self._gattc_failed(connection)
+        if held is not None:
+            self.send({**held, "end": end})
+        self.send({"ev": "gattc_done", "conn": h, "what": "chars", "status": status})
+
+    async def _gattc_descriptors(self, connection: Connection, op: dict[str, Any]) -> None:
+        # Find Information from start + 1 (start is the characteristic's value handle: NimBLE
+        # ble_gattc_disc_all_dscs, BTstack gatt_client_discover_characteristic_descriptors) to end; every
+        # attribute found is reported.
+        h = connection.handle
+        start, end = op["start"] + 1, op["end"]
+        status = 0
+        try:
+            while start <= end:
+                r = await connection.gatt_client.send_request(att.ATT_Find_Information_Request(
+                    starting_handle=start, ending_handle=end))
+                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
+                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
+                        status = self._gattc_status(r.error_code)
+                    break
+                last = start
+                for handle, u in r.information:
+                    self.send({"ev": "gattc_desc", "conn": h, "handle": handle, "uuid": bytes(u).hex()})
+                    last = handle
+                if last >= end or not r.information:
+                    break
+                start = last + 1
+        except Exception:
+            status = self._gattc_failed(connection)
+        self.send({"ev": "gattc_done", "conn": h, "what": "descs", "status": status})
+
+    async def _gattc_read(self, connection: Connection, op: dict[str, Any]) -> None:
+        # One Read Request (neither stack's binding reads a long value on): the value, then the status.
+        h, handle = connection.handle, op["handle"]
+        try:
+            r = await connection.gatt_client.send_request(att.ATT_Read_Request(attribute_handle=handle))
+            if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
+                status = self._gattc_status(r.error_code)
+            else:
+                status = 0
+                self.send({"ev": "gattc_read", "conn": h, "handle": handle, "value": bytes(r.attribute_value).hex()})
+        except Exception:
+            status = self._gattc_failed(connection)
+        self.send({"ev": "gattc_read_done", "conn": h, "handle": handle, "status": status})
+
+    async def _gattc_write(self, connection: Connection, op: dict[str, Any]) -> None:
+        # mode 0: a Write Command, no event; mode 1: a Write Request, then _IRQ_GATTC_WRITE_DONE with the status.
+        h, handle = connection.handle, op["handle"]
+        value = bytes.fromhex(op["value"])[: connection.att_mtu - 3]
+        if op.get("mode", 0) == 0:
+            connection.gatt_client.send_gatt_pdu(bytes(att.ATT_Write_Command(attribute_handle=handle,
+                                                                             attribute_value=value)))
+            return
+        try:
+            r = await connection.gatt_client.send_request(att.ATT_Write_Request(attribute_handle=handle,
+                                                                                attribute_value=value))
+            status = self._gattc_status(r.error_code) if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else 0
+        except Exception:
+            status = self._gattc_failed(connection)
+        self.send({"ev": "gattc_write_done", "conn": h, "handle": handle, "status": status})
 
     def _connection(self, handle: int) -> Connection | None:
         connection = self.device.lookup_connection(handle)
@@ -852,6 +1018,23 @@ class _Session:
         def on_pairing_failure(_reason: int) -> None:
             self._send_encryption(connection, state)
             state.settle(self)
+
+        # What the central notifies or indicates reaches the firmware whether or not it subscribed (both stacks
+        # deliver every Handle Value Notification/Indication: _IRQ_GATTC_NOTIFY/_IRQ_GATTC_INDICATE); the stack
+        # confirms an indication at once.
+        client = connection.gatt_client
+
+        def on_notification(pdu: att.ATT_Handle_Value_Notification) -> None:
+            self.send({"ev": "gattc_notify", "conn": handle, "handle": pdu.attribute_handle,
+                       "value": bytes(pdu.attribute_value).hex(), "indication": False})
+
+        def on_indication(pdu: att.ATT_Handle_Value_Indication) -> None:
+            self.send({"ev": "gattc_notify", "conn": handle, "handle": pdu.attribute_handle,
+                       "value": bytes(pdu.attribute_value).hex(), "indication": True})
+            client.send_confirmation(att.ATT_Handle_Value_Confirmation())
+
+        client.on_att_handle_value_notification = on_notification  # type: ignore[method-assign,assignment]
+        client.on_att_handle_value_indication = on_indication  # type: ignore[method-assign,assignment]
 
         connection.on(connection.EVENT_DISCONNECTION, on_disconnection)
         connection.on(connection.EVENT_CONNECTION_ATT_MTU_UPDATE, on_mtu)

@@ -1,5 +1,6 @@
 # The virtual probe's `bluetooth` module: MicroPython's low-level BLE API for a peripheral (GAP advertiser,
-# GATT server, pairing), as MicroPython builds it for the board's own stack. Placed ahead of firmware/ on
+# GATT server, pairing, and the GATT client on its own connections), as MicroPython builds it for the board's
+# own stack. Placed ahead of firmware/ on
 # MICROPYPATH, it shadows the built-in.
 #
 # Two profiles, chosen by the board (vradio.use_board, or the radio bridge's hello):
@@ -21,6 +22,14 @@
 # since the connection opened) up to `per_event` of them leave for the bridge. So which notifications wait or
 # fail depends on virtual time only, never on how fast the host computer runs. Values longer than
 # ATT_MTU - 3 are truncated by the stack (in the bridge).
+#
+# GATT client (gattc_discover_services/characteristics/descriptors, gattc_read, gattc_write, gattc_exchange_mtu),
+# on the peripheral's own connections: the procedure runs in the bridge's stack (Bumble's ATT client), its
+# results come back as events (_IRQ_GATTC_*, MicroPython's tuples), with each stack's statuses (NimBLE 0x100 +
+# the ATT error, BTstack the ATT error) and refusals (NimBLE: one characteristic discovery at a time, EBUSY;
+# BTstack: one query per connection, EALREADY). Whatever the central notifies or indicates is delivered
+# (_IRQ_GATTC_NOTIFY/_IRQ_GATTC_INDICATE), subscribed or not. A write without response is sent at once, not
+# through the transmit queue.
 #
 # Events: on both boards the stack calls the IRQ handler synchronously (MICROPY_PY_BLUETOOTH_USE_SYNC_EVENTS),
 # from the scheduler (rp2) or the NimBLE task holding the GIL (ESP32), i.e. between any two bytecodes of the
@@ -49,6 +58,17 @@ _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
 _IRQ_GATTS_READ_REQUEST = const(4)
+_IRQ_GATTC_SERVICE_RESULT = const(9)
+_IRQ_GATTC_SERVICE_DONE = const(10)
+_IRQ_GATTC_CHARACTERISTIC_RESULT = const(11)
+_IRQ_GATTC_CHARACTERISTIC_DONE = const(12)
+_IRQ_GATTC_DESCRIPTOR_RESULT = const(13)
+_IRQ_GATTC_DESCRIPTOR_DONE = const(14)
+_IRQ_GATTC_READ_RESULT = const(15)
+_IRQ_GATTC_READ_DONE = const(16)
+_IRQ_GATTC_WRITE_DONE = const(17)
+_IRQ_GATTC_NOTIFY = const(18)
+_IRQ_GATTC_INDICATE = const(19)
 _IRQ_GATTS_INDICATE_DONE = const(20)
 _IRQ_MTU_EXCHANGED = const(21)
 _IRQ_CONNECTION_UPDATE = const(27)
@@ -63,6 +83,16 @@ _ATT_DEFAULT_MTU = const(23)
 _DEFAULT_CI_US = const(30000)
 
 _EBUSY = const(16)  # MicroPython's MP_EBUSY; the errno module does not name it
+_EALREADY = const(114)  # MP_EALREADY
+
+# The GATT client's procedures, as the stand-in tells them apart (_gattc_check)
+_DISCOVER = const(0)
+_DISCOVER_CHARS = const(1)
+_READ = const(2)
+_WRITE = const(3)  # with response
+_WRITE_CMD = const(4)  # without response
+_DONE_IRQ = {"services": _IRQ_GATTC_SERVICE_DONE, "chars": _IRQ_GATTC_CHARACTERISTIC_DONE,
+             "descs": _IRQ_GATTC_DESCRIPTOR_DONE}
 
 _NOTIFY = const(0)
 _INDICATE = const(1)
@@ -161,6 +191,20 @@ class UUID:
         return "UUID('%s-%s-%s-%s-%s')" % (h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
 
 
+def _uuid_of(data):
+    # A UUID made by the stack for an event (no bluetooth call to bracket).
+    u = object.__new__(UUID)
+    u._d = data
+    return u
+
+
+def _uuid_arg(uuid):
+    # modbluetooth.c: None or a bluetooth.UUID, anything else is TypeError("UUID").
+    if uuid is not None and not isinstance(uuid, UUID):
+        raise TypeError("UUID")
+    return uuid
+
+
 class _Entry:
     # One attribute value in the local database: a buffer of `alloc` bytes holding `n` of them.
     def __init__(self, alloc):
@@ -196,6 +240,7 @@ class _Conn:
         self.next_ev = now + ci_us  # virtual time of the next connection event
         self.queue = []  # the controller's buffers: [virtual time queued, kind, value handle, value]
         self.held = []  # BTstack: what the controller could not take, on the MicroPython heap: [kind, handle, value]
+        self.gattc = False  # BTstack: a GATT client query runs on this connection (its gatt_client is not ready)
 
 
 def _hex(b):
@@ -242,6 +287,7 @@ class _BLE:
         self._conns = {}
         self._queued = 0
         self._events = []  # from the bridge, not yet delivered
+        self._char_disc = False  # NimBLE: a characteristic discovery runs (one at a time, on any connection)
         self._in_irq = False
         self._adv = [b"", b""]
         self._advertising = False
@@ -284,6 +330,7 @@ class _BLE:
                     self._conns = {}
                     self._queued = 0
                     self._events = []
+                    self._char_disc = False
                     vradio.send_json({"op": "active", "on": False})
             return self._active
         finally:
@@ -406,7 +453,84 @@ class _BLE:
         finally:
             vradio.leave()
 
-    # -- GATT client: of its role only the MTU exchange (both ports build the client: central mode is on)
+    # -- GATT client, on the peripheral's own connections (both ports build it: MICROPY_PY_BLUETOOTH_ENABLE_
+    # GATT_CLIENT). The procedure runs in the bridge (Bumble's ATT client); its results come back as events.
+    def gattc_discover_services(self, conn_handle, uuid=None):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            uuid = _uuid_arg(uuid)
+            self._check()
+            self._gattc_check(_DISCOVER, conn_handle, uuid)
+            self._gattc_begin(_DISCOVER, conn_handle)
+            vradio.send_json({"op": "gattc_services", "conn": conn_handle,
+                              "uuid": None if uuid is None else _hex(uuid._d)})
+        finally:
+            vradio.leave()
+
+    def gattc_discover_characteristics(self, conn_handle, start_handle, end_handle, uuid=None):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            start_handle = _int(start_handle) & 0xFFFF
+            end_handle = _int(end_handle) & 0xFFFF
+            uuid = _uuid_arg(uuid)
+            self._check()
+            self._gattc_check(_DISCOVER_CHARS, conn_handle, uuid)
+            self._gattc_begin(_DISCOVER_CHARS, conn_handle)
+            vradio.send_json({"op": "gattc_chars", "conn": conn_handle, "start": start_handle, "end": end_handle,
+                              "uuid": None if uuid is None else _hex(uuid._d)})
+        finally:
+            vradio.leave()
+
+    def gattc_discover_descriptors(self, conn_handle, start_handle, end_handle):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            start_handle = _int(start_handle) & 0xFFFF
+            end_handle = _int(end_handle) & 0xFFFF
+            self._check()
+            self._gattc_check(_DISCOVER, conn_handle, None)
+            self._gattc_begin(_DISCOVER, conn_handle)
+            vradio.send_json({"op": "gattc_descs", "conn": conn_handle, "start": start_handle, "end": end_handle})
+        finally:
+            vradio.leave()
+
+    def gattc_read(self, conn_handle, value_handle):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            value_handle = _int(value_handle) & 0xFFFF
+            self._check()
+            self._gattc_check(_READ, conn_handle, None)
+            self._gattc_begin(_READ, conn_handle)
+            vradio.send_json({"op": "gattc_read", "conn": conn_handle, "handle": value_handle})
+        finally:
+            vradio.leave()
+
+    def gattc_write(self, conn_handle, value_handle, data, mode=0):
+        vradio.enter()
+        try:
+            conn_handle = _int(conn_handle) & 0xFFFF
+            value_handle = _int(value_handle) & 0xFFFF
+            data = _buf(data)
+            mode = _int(mode)
+            self._check()
+            proc = _WRITE_CMD if mode == 0 else _WRITE if mode == 1 else -1
+            self._gattc_check(proc, conn_handle, None, len(data))
+            self._gattc_begin(proc, conn_handle)
+            vradio.send_json({"op": "gattc_write", "conn": conn_handle, "handle": value_handle, "value": _hex(data),
+                              "mode": mode})
+        finally:
+            vradio.leave()
+
+    def _gattc_begin(self, proc, conn_handle):
+        pass
+
+    def _gattc_end(self, conn_handle, chars):
+        pass
+
+    # -- GATT client: the MTU exchange
     def gattc_exchange_mtu(self, conn_handle):
         vradio.enter()
         try:
@@ -615,6 +739,8 @@ class _BLE:
             self._advertising = False  # legacy advertising stops when a central connects
             self._call(_IRQ_CENTRAL_CONNECT, (c.handle, c.addr_type, memoryview(c.addr)))
         elif name == "disconnect" or name == "lost":
+            if name == "lost":
+                self._char_disc = False  # no bridge: no procedure will end
             for h in ([ev["conn"]] if name == "disconnect" else list(self._conns)):
                 c = self._conns.pop(h, None)
                 if c is not None:
@@ -645,8 +771,33 @@ class _BLE:
                         value=_hex(e.value()) if e is not None else "")
         elif name == "indicate_done":
             self._call(_IRQ_GATTS_INDICATE_DONE, (ev["conn"], ev["handle"], ev["status"]))
+        elif name.startswith("gattc_"):
+            self._gattc_event(name, ev)
         else:
             self._security_event(name, ev)
+
+    def _gattc_event(self, name, ev):
+        conn = ev["conn"]
+        if name == "gattc_service":
+            self._call(_IRQ_GATTC_SERVICE_RESULT, (conn, ev["start"], ev["end"], _uuid_of(_unhex(ev["uuid"]))))
+        elif name == "gattc_char":
+            self._call(_IRQ_GATTC_CHARACTERISTIC_RESULT, (conn, ev["end"], ev["handle"], ev["props"],
+                                                           _uuid_of(_unhex(ev["uuid"]))))
+        elif name == "gattc_desc":
+            self._call(_IRQ_GATTC_DESCRIPTOR_RESULT, (conn, ev["handle"], _uuid_of(_unhex(ev["uuid"]))))
+        elif name == "gattc_done":
+            # The stack is ready for the next procedure before the handler hears of this one's end.
+            self._gattc_end(conn, ev["what"] == "chars")
+            self._call(_DONE_IRQ[ev["what"]], (conn, ev["status"]))
+        elif name == "gattc_read":
+            self._call(_IRQ_GATTC_READ_RESULT, (conn, ev["handle"], memoryview(_unhex(ev["value"]))))
+        elif name == "gattc_read_done" or name == "gattc_write_done":
+            if self._gattc_end(conn, False) is not False:
+                self._call(_IRQ_GATTC_READ_DONE if name == "gattc_read_done" else _IRQ_GATTC_WRITE_DONE,
+                           (conn, ev["handle"], ev["status"]))
+        elif name == "gattc_notify":
+            self._call(_IRQ_GATTC_INDICATE if ev["indication"] else _IRQ_GATTC_NOTIFY,
+                       (conn, ev["handle"], memoryview(_unhex(ev["value"]))))
 
     def _security_event(self, name, ev):
         if "id" in ev:
@@ -737,6 +888,26 @@ class _NimBLE(_BLE):
     def _busy(self):
         return self._advertising or bool(self._conns)  # ble_gatts_reset: BLE_HS_EBUSY
 
+    def _gattc_check(self, proc, conn_handle, uuid, length=0):
+        # modbluetooth_nimble.c: one characteristic discovery at a time, on any connection (MP_EBUSY, before
+        # NimBLE is asked); a write mode other than 0/1 is BLE_HS_EINVAL; NimBLE then refuses a handle that is
+        # not connected (BLE_HS_ENOTCONN). Other procedures may overlap; here they run one after another.
+        if proc == _DISCOVER_CHARS and self._char_disc:
+            raise OSError(_EBUSY)
+        if proc < 0:
+            raise OSError(errno.EINVAL)
+        if conn_handle not in self._conns:
+            raise OSError(errno.ENOTCONN)
+
+    def _gattc_begin(self, proc, conn_handle):
+        if proc == _DISCOVER_CHARS:
+            self._char_disc = True
+
+    def _gattc_end(self, conn_handle, chars):
+        if chars:
+            self._char_disc = False
+        return True
+
     def _not_connected(self):
         return errno.ENOTCONN
 
@@ -806,6 +977,38 @@ class _BTstack(_BLE):
 
     def _exchange_unknown(self):
         pass  # mp_bluetooth_gattc_exchange_mtu() calls gatt_client_send_mtu_negotiation() and returns 0
+
+    def _gattc_check(self, proc, conn_handle, uuid, length=0):
+        # modbluetooth_btstack.c over BTstack's gatt_client: one query at a time per connection
+        # (GATT_CLIENT_IN_WRONG_STATE and the binding's pending read/write: MP_EALREADY); a handle with no
+        # connection is ERROR_CODE_UNKNOWN_CONNECTION_IDENTIFIER (MP_EINVAL) for gatt_client's own calls, but
+        # MP_ENOTCONN where the binding looks the connection up first (gattc_read, gattc_write in modes other
+        # than 0); a 32-bit UUID filter is MP_EINVAL; a write without response longer than ATT_MTU - 3 is
+        # GATT_CLIENT_VALUE_TOO_LONG (MP_EINVAL).
+        if uuid is not None and len(uuid._d) == 4:
+            raise OSError(errno.EINVAL)
+        c = self._conns.get(conn_handle)
+        if c is None:
+            raise OSError(errno.ENOTCONN if proc in (_READ, _WRITE, -1) else errno.EINVAL)
+        if c.gattc:
+            raise OSError(_EALREADY)
+        if proc < 0:
+            raise OSError(errno.EINVAL)
+        if proc == _WRITE_CMD and length > c.mtu - 3:
+            raise OSError(errno.EINVAL)
+
+    def _gattc_begin(self, proc, conn_handle):
+        if proc != _WRITE_CMD:
+            self._conns[conn_handle].gattc = True
+
+    def _gattc_end(self, conn_handle, chars):
+        # A read's or write's end on a connection already gone is not reported (the binding's active
+        # connection was removed at the disconnection).
+        c = self._conns.get(conn_handle)
+        if c is None:
+            return False
+        c.gattc = False
+        return True
 
     def _not_connected(self):
         return errno.EINVAL  # att_server_notify: ERROR_CODE_UNKNOWN_CONNECTION_IDENTIFIER -> MP_EINVAL

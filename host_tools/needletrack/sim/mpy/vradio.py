@@ -11,6 +11,25 @@
 #   KIND_INDICATE same layout, an indication
 # The bridge speaks first with {"ev": "hello", ...}: the controller's address and the stack's model parameters.
 #
+# The GATT client on the probe's own connections (bluetooth.gattc_*; handles are ints, UUIDs and values hex,
+# UUIDs in their little-endian wire bytes). Ops, each answered by events as the procedure runs in the bridge:
+#   {"op": "gattc_services", "conn", "uuid": hex|null}        -> gattc_service*, gattc_done "services"
+#   {"op": "gattc_chars", "conn", "start", "end", "uuid"}      -> gattc_char*, gattc_done "chars"
+#   {"op": "gattc_descs", "conn", "start", "end"}              -> gattc_desc*, gattc_done "descs"
+#   {"op": "gattc_read", "conn", "handle"}                     -> gattc_read (on success), gattc_read_done
+#   {"op": "gattc_write", "conn", "handle", "value", "mode"}   -> mode 1: gattc_write_done; mode 0: nothing
+# Events:
+#   {"ev": "gattc_service", "conn", "start", "end", "uuid"}
+#   {"ev": "gattc_char", "conn", "end", "handle", "props", "uuid"}   (end: the characteristic's last handle)
+#   {"ev": "gattc_desc", "conn", "handle", "uuid"}
+#   {"ev": "gattc_done", "conn", "what": "services"|"chars"|"descs", "status"}
+#   {"ev": "gattc_read", "conn", "handle", "value"}
+#   {"ev": "gattc_read_done" | "gattc_write_done", "conn", "handle", "status"}
+#   {"ev": "gattc_notify", "conn", "handle", "value", "indication": bool}   (whatever the central sends; the
+#                                                                            bridge confirms an indication)
+# A status is the emulated stack's: 0, else NimBLE 0x100 + the ATT error / 7 link gone / 13 timeout, BTstack
+# the ATT error / 0x1F link gone / 0x7F timeout.
+#
 # When events are delivered: as on a board, between any two bytecodes of the firmware. A watcher thread (the
 # unix port's _thread, no GIL) only polls the socket and, when something has arrived, asks MicroPython's
 # scheduler once to run _kick on the firmware's own thread (micropython.schedule, allocation-free; the
