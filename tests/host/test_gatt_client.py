@@ -27,6 +27,7 @@ from tests.mpy_harness import micropython_command
 SERVICE = "a5a5a5a5-ffff-9999-1111-5a5a5a5a5a5a"
 CHAR = "00000000-1111-2222-3333-444444444444"
 LOCKED = "00000000-1111-2222-3333-555555555555"
+SLOW = "00000000-1111-2222-3333-666666666666"  # its reads are never answered
 OTHER_SERVICE = "180F"  # battery, a 16-bit UUID, before ours in the table
 
 ENOTCONN, EINVAL, EBUSY, EALREADY = 107, 22, 16, 114
@@ -36,8 +37,10 @@ def _uuid_repr(u: str) -> str:
     return f"UUID('{u}')"
 
 
-async def central(transport: str, probe_address: str, steps: asyncio.Queue[dict[str, Any]]) -> dict[str, Any]:
-    """Connect to the probe, serve a GATT table, record the probe's writes, then notify and indicate."""
+async def central(transport: str, probe_address: str, steps: asyncio.Queue[dict[str, Any]],
+                  cut: bool = False) -> dict[str, Any]:
+    """Connect to the probe, serve a GATT table, record the probe's writes, then notify and indicate (cut: drop
+    the link once the probe reads SLOW)."""
     seen: dict[str, Any] = {"writes": []}
     async with await open_transport(transport) as t:
         device = Device.from_config_with_hci(
@@ -58,7 +61,17 @@ async def central(transport: str, probe_address: str, steps: asyncio.Queue[dict[
         locked: Characteristic[bytes] = Characteristic(LOCKED, Characteristic.Properties.WRITE,
                                                        Characteristic.Permissions.WRITEABLE,
                                                        CharacteristicValue(read=refuse, write=lambda _c, _v: None))
-        device.add_services([Service(OTHER_SERVICE, []), Service(SERVICE, [char, locked])])
+        asked = asyncio.Event()
+
+        async def never(_connection: Connection) -> bytes:
+            asked.set()
+            await asyncio.Event().wait()
+            return b""
+
+        slow: Characteristic[bytes] = Characteristic(SLOW, Characteristic.Properties.READ,
+                                                     Characteristic.Permissions.READABLE,
+                                                     CharacteristicValue(read=never))
+        device.add_services([Service(OTHER_SERVICE, []), Service(SERVICE, [char, locked, *([slow] if cut else [])])])
         on_pdu = server.on_gatt_pdu
 
         def record(connection: Connection, pdu: att.ATT_PDU) -> None:
@@ -76,6 +89,10 @@ async def central(transport: str, probe_address: str, steps: asyncio.Queue[dict[
                                           own_address_type=hci.OwnAddressType.PUBLIC, timeout=5.0)
         gone = asyncio.Event()
         connection.on(connection.EVENT_DISCONNECTION, lambda _reason: gone.set())
+        if cut:
+            await asyncio.wait_for(asked.wait(), 15.0)
+            await connection.disconnect()
+            return seen
         await asyncio.wait_for(wrote.wait(), 15.0)
         seen["handles"] = {"char": char.handle, "locked": locked.handle, "user": char.descriptors[0].handle}
         # not subscribed: both stacks still deliver what arrives
@@ -87,11 +104,11 @@ async def central(transport: str, probe_address: str, steps: asyncio.Queue[dict[
     return seen
 
 
-def run(board: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def run(board: str, cut: bool = False) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     config = RadioConfig(stack=stack_for_board(board))
     with RadioBridgeThread(config) as bridge:
         probe = subprocess.Popen([*micropython_command(), str(MPY / "gatt_client_peripheral.py"),
-                                  str(bridge.shim_port), SERVICE],
+                                  str(bridge.shim_port), SERVICE, *([SLOW] if cut else [])],
                                  env={**os.environ, "MICROPYPATH": MICROPYPATH}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         steps: dict[str, dict[str, Any]] = {}
@@ -112,7 +129,7 @@ def run(board: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
 
             reader = loop.run_in_executor(None, read_probe)
             try:
-                return await asyncio.wait_for(central(bridge.transport, config.address, queue), 30)
+                return await asyncio.wait_for(central(bridge.transport, config.address, queue, cut), 30)
             finally:
                 await asyncio.wait_for(reader, 15)
 
@@ -172,7 +189,26 @@ def test_the_peripheral_discovers_reads_writes_and_hears_the_central(board):
     assert steps["read_refused"]["events"] == [[16, conn, h["locked"], 0x102 if nimble else 0x02]]
     assert steps["written"]["events"] == [[17, conn, h["char"], 0]]
     assert steps["written"]["bad_mode"] == [EINVAL]
-    assert seen["writes"] == [["ATT_WRITE_REQUEST", h["char"], "with"], ["ATT_WRITE_COMMAND", h["char"], "without"]]
+    # a write without response longer than ATT_MTU - 3: NimBLE's ATT layer cuts it, BTstack's gatt_client
+    # refuses it (GATT_CLIENT_VALUE_TOO_LONG: EINVAL)
+    assert steps["written"]["long"] == (None if nimble else [EINVAL])
+    long = [["ATT_WRITE_COMMAND", h["char"], "x" * 20]] if nimble else []
+    assert seen["writes"] == [["ATT_WRITE_REQUEST", h["char"], "with"], *long,
+                              ["ATT_WRITE_COMMAND", h["char"], "without"]]
 
     assert steps["received"]["events"] == [[18, conn, h["char"], b"note".hex()], [19, conn, h["char"], b"ind".hex()]]
     assert seen["indication_confirmed"]
+
+
+@pytest.mark.parametrize("board", ["pico_w", "xiao_esp32s3"])
+def test_a_read_the_link_cuts_ends_as_each_stack_ends_it(board):
+    steps, _ = run(board, cut=True)
+    events = steps["cut"]["events"]
+    assert events[0][0] == 2  # _IRQ_CENTRAL_DISCONNECT
+    conn = events[0][1]
+    if stack_for_board(board) == "nimble":
+        # the procedure fails with BLE_HS_ENOTCONN, reported as the read's status
+        assert [e[0] for e in events] == [2, 16] and events[1][1] == conn and events[1][3] == 7
+    else:
+        # BTstack's binding has already dropped the connection: the read's end is not reported
+        assert events == [[2, conn]]

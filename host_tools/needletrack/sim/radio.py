@@ -617,6 +617,16 @@ class _Session:
             self.send({"ev": "gattc_" + ("read" if op["op"] == "gattc_read" else "write") + "_done",
                        "conn": op["conn"], "handle": op["handle"], "status": status})
 
+    async def _gattc_request(self, connection: Connection, pdu: att.ATT_PDU) -> Any:
+        # One ATT request of a procedure. A disconnection cancels the response Bumble waits for: that is the
+        # procedure failing (unless the probe's session itself is closing).
+        try:
+            return await connection.gatt_client.send_request(pdu)
+        except asyncio.CancelledError:
+            if self.closed or not (task := asyncio.current_task()) or task.cancelling():
+                raise
+            raise ConnectionError("the link went down during the procedure") from None
+
     async def _gattc_services(self, connection: Connection, op: dict[str, Any]) -> None:
         # NimBLE ble_gattc_disc_all_svcs / ble_gattc_disc_svc_by_uuid, BTstack
         # gatt_client_discover_primary_services(_by_uuid16/128): Read By Group Type, or Find By Type Value with
@@ -627,13 +637,13 @@ class _Session:
         try:
             while start <= 0xFFFF:
                 if uuid is None:
-                    r = await connection.gatt_client.send_request(att.ATT_Read_By_Group_Type_Request(
+                    r = await self._gattc_request(connection, att.ATT_Read_By_Group_Type_Request(
                         starting_handle=start, ending_handle=0xFFFF,
                         attribute_group_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE))
                     found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else [
                         (s, e, bytes(v)) for s, e, v in r.attributes]
                 else:
-                    r = await connection.gatt_client.send_request(att.ATT_Find_By_Type_Value_Request(
+                    r = await self._gattc_request(connection, att.ATT_Find_By_Type_Value_Request(
                         starting_handle=start, ending_handle=0xFFFF,
                         attribute_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE, attribute_value=bytes.fromhex(uuid)))
                     found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else [
@@ -662,7 +672,7 @@ class _Session:
         held: dict[str, Any] | None = None
         try:
             while start <= end:
-                r = await connection.gatt_client.send_request(att.ATT_Read_By_Type_Request(
+                r = await self._gattc_request(connection, att.ATT_Read_By_Type_Request(
                     starting_handle=start, ending_handle=end, attribute_type=GATT_CHARACTERISTIC_ATTRIBUTE_TYPE))
                 if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
                     if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
@@ -697,7 +707,7 @@ class _Session:
         status = 0
         try:
             while start <= end:
-                r = await connection.gatt_client.send_request(att.ATT_Find_Information_Request(
+                r = await self._gattc_request(connection, att.ATT_Find_Information_Request(
                     starting_handle=start, ending_handle=end))
                 if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
                     if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
@@ -718,7 +728,7 @@ class _Session:
         # One Read Request (neither stack's binding reads a long value on): the value, then the status.
         h, handle = connection.handle, op["handle"]
         try:
-            r = await connection.gatt_client.send_request(att.ATT_Read_Request(attribute_handle=handle))
+            r = await self._gattc_request(connection, att.ATT_Read_Request(attribute_handle=handle))
             if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
                 status = self._gattc_status(r.error_code)
             else:
@@ -737,7 +747,7 @@ class _Session:
                                                                              attribute_value=value)))
             return
         try:
-            r = await connection.gatt_client.send_request(att.ATT_Write_Request(attribute_handle=handle,
+            r = await self._gattc_request(connection, att.ATT_Write_Request(attribute_handle=handle,
                                                                                 attribute_value=value))
             status = self._gattc_status(r.error_code) if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else 0
         except Exception:

@@ -2,13 +2,15 @@
 # tests/host/test_gatt_client.py: runs on the unix port with the virtual probe's bluetooth/vradio modules against
 # the radio bridge, whose stack is the board's.
 #
-#   micropython gatt_client_peripheral.py PORT SERVICE_UUID
+#   micropython gatt_client_peripheral.py PORT SERVICE_UUID [CHAR_UUID]
 #
 # Advertises, waits for the central, then: discovers all services, the service SERVICE_UUID alone, its
 # characteristics (asking for a second characteristic discovery while the first runs), the first
 # characteristic's descriptors; reads it and the second (not readable) one; writes the first with response
-# ("with") and without ("without"); then waits for a notification and an indication from the central.
-# Prints one JSON object per step; errors as [errno] or [exception name].
+# ("with"), without response longer than the MTU allows, and without ("without"); then waits for a notification
+# and an indication from the central.
+# With CHAR_UUID: reads that characteristic, which the central never answers, and reports what the handler hears
+# once the central has dropped the link. Prints one JSON object per step; errors as [errno] or [exception name].
 import json
 import sys
 import time
@@ -80,6 +82,20 @@ def wait(done_event, timeout_ms=5000):
     raise OSError(110)
 
 
+def cut(ble, char):
+    # A read the central never answers: the link goes first.
+    conn = wait(_IRQ_CENTRAL_CONNECT, 10000)[-1][1]
+    ble.gattc_discover_characteristics(conn, 1, 0xFFFF, char)
+    handle = wait(_IRQ_GATTC_CHARACTERISTIC_DONE)[0][3]
+    ble.gattc_read(conn, handle)
+    got = wait(_IRQ_CENTRAL_DISCONNECT)
+    t0 = _host.ticks_ms()
+    while _host.ticks_diff(_host.ticks_ms(), t0) < 300:
+        time.sleep_ms(5)
+    emit("cut", events=[e[:2] if e[0] == _IRQ_CENTRAL_DISCONNECT else e for e in got + events])
+    emit("done")
+
+
 def main():
     port, service = int(sys.argv[1]), bluetooth.UUID(sys.argv[2])
     vradio.connect(port, pace=1)
@@ -91,6 +107,8 @@ def main():
          write=error_of(ble.gattc_write, 0, 1, 5))
     ble.gap_advertise(20000, b"\x02\x01\x06")
     emit("advertising")
+    if len(sys.argv) > 3:
+        return cut(ble, bluetooth.UUID(sys.argv[3]))
     conn = wait(_IRQ_CENTRAL_CONNECT, 10000)[-1][1]
     emit("unknown_conn", read=error_of(ble.gattc_read, conn + 1, 1),
          services=error_of(ble.gattc_discover_services, conn + 1))
@@ -125,8 +143,9 @@ def main():
 
     ble.gattc_write(conn, first, b"with", 1)
     got = wait(_IRQ_GATTC_WRITE_DONE)
+    long = error_of(ble.gattc_write, conn, first, b"x" * 30)  # ATT_MTU is 23
     ble.gattc_write(conn, first, "without")
-    emit("written", events=got, bad_mode=error_of(ble.gattc_write, conn, first, b"x", 2))
+    emit("written", events=got, bad_mode=error_of(ble.gattc_write, conn, first, b"x", 2), long=long)
 
     got = wait(_IRQ_GATTC_INDICATE)
     emit("received", events=got)
