@@ -387,6 +387,7 @@ class BLE:
         self._tx: dict[int, collections.deque[bytes]] = {}  # per connection: ATT PDUs waiting for the link
         self._tx_running: set[int] = set()
         self._tx_lock = threading.Lock()
+        self._conn_t0: dict[int, float] = {}  # loop time each connection opened: its connection events' grid
 
     # -- plumbing
     def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
@@ -594,6 +595,7 @@ class BLE:
     def _on_connection(self, connection: Connection) -> None:
         handle = connection.handle
         self._conns[handle] = connection
+        self._conn_t0[handle] = asyncio.get_running_loop().time()
         peer = connection.peer_address
         addr_type = 0 if peer.is_public else 1
         addr = bytes(peer)[::-1]
@@ -720,10 +722,17 @@ class BLE:
             self._tx_running.add(c.handle)
         self._spawn(self._drain(c))
 
+    def _to_next_event(self, c: Connection) -> float:
+        # Seconds to the link's next connection event: what the central sends waits for one, as on air.
+        interval = (getattr(c.parameters, "connection_interval", 0) or 30.0) / 1000
+        now = asyncio.get_running_loop().time()
+        start = self._conn_t0.get(c.handle, now)
+        return start + (int((now - start) / interval) + 1) * interval - now
+
     async def _drain(self, c: Connection) -> None:
-        interval_s = (getattr(c.parameters, "connection_interval", 0) or 30.0) / 1000
         try:
             while True:
+                await asyncio.sleep(self._to_next_event(c))
                 with self._tx_lock:
                     q = self._tx.get(c.handle)
                     batch = [q.popleft() for _ in range(min(_TX_PER_EVENT, len(q)))] if q else []
@@ -734,16 +743,17 @@ class BLE:
                 if device is not None and c.handle in self._conns:
                     for pdu in batch:
                         device.send_l2cap_pdu(c.handle, att.ATT_CID, pdu)
-                await asyncio.sleep(interval_s)
         except BaseException:
             with self._tx_lock:
                 self._tx_running.discard(c.handle)
             raise
 
     async def _sent(self, c: Connection) -> None:
-        # A request goes after what is already queued, as in NimBLE's single queue to the controller.
+        # A request goes after what is already queued, as in NimBLE's single queue to the controller, at the
+        # next connection event.
         while c.handle in self._tx_running and c.handle in self._conns:
             await asyncio.sleep(0.001)
+        await asyncio.sleep(self._to_next_event(c))
 
     # -- GATT client
     async def _request(self, connection: Connection, pdu: att.ATT_PDU) -> Any:
@@ -895,6 +905,7 @@ class BLE:
         self._spawn(self._exchange_mtu(c))
 
     async def _exchange_mtu(self, c: Connection) -> None:
+        await self._sent(c)
         with contextlib.suppress(Exception):
             await c.gatt_client.request_mtu(self._mtu)  # the MTU update event raises _IRQ_MTU_EXCHANGED
 
@@ -1006,6 +1017,7 @@ class BLE:
                 self._spawn(self._update(c, value_handle, e.value()))
 
     async def _update(self, c: Connection, value_handle: int, value: bytes) -> None:
+        await self._sent(c)
         device = self._check()
         attribute = device.gatt_server.get_attribute(value_handle)
         if attribute is not None:
