@@ -23,6 +23,10 @@ from hil_tests import jig_probe
 from hil_tests.central import Central, ConfigValues
 from needletrack.protocol import NA, Config, Flag, Opcode, ResultCode, Status, decode_notification
 
+# Every command here waits on the device's loop, which answers late when it cannot keep its rate
+# (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 OK = ResultCode.OK
 RANGE = ResultCode.OUT_OF_RANGE
 LENGTH = ResultCode.BAD_LENGTH
@@ -119,7 +123,6 @@ def _on_device(dut: Any, body: Body, report: Any) -> Checker:
     return checker
 
 
-@pytest.mark.keeps_rate
 def test_set_guide_angle(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for cdeg in (1000, 8000, 4550):
@@ -135,7 +138,6 @@ def test_set_guide_angle(dut, report):
     _on_device(dut, body, report)
 
 
-@pytest.mark.keeps_rate
 def test_set_needle_length(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for dmm in (100, 2000, 755):
@@ -148,7 +150,6 @@ def test_set_needle_length(dut, report):
     _on_device(dut, body, report)
 
 
-@pytest.mark.keeps_rate
 def test_set_nogo(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for depth, margin in ((100, 0), (20000, 2000), (1500, 300)):
@@ -173,7 +174,6 @@ def test_set_nogo(dut, report):
     _on_device(dut, body, report)
 
 
-@pytest.mark.keeps_rate
 def test_set_output_rate(dut, report):
     measured: dict[int, float] = {}
 
@@ -197,7 +197,6 @@ def test_set_output_rate(dut, report):
     assert measured[100] == pytest.approx(100, rel=0.02)
 
 
-@pytest.mark.keeps_rate
 def test_identify_read_config_read_status(dut, report):
     async def body(c: Checker, before: Config) -> None:
         for seconds in (1, 10):
@@ -301,7 +300,6 @@ def _on_jig(jig: Any, body: Callable[[Checker, Any], Awaitable[None]], report: A
     return checker
 
 
-@pytest.mark.keeps_rate
 def test_tare_makes_the_current_position_depth_zero(jig, report):
     got: dict[str, Any] = {}
 
@@ -328,7 +326,6 @@ def test_tare_makes_the_current_position_depth_zero(jig, report):
     assert abs(got["back"]) < 500
 
 
-@pytest.mark.keeps_rate
 def test_a_calibration_on_the_jig_is_committed_and_used(jig, report):
     got: dict[str, Any] = {}
 

@@ -23,6 +23,10 @@ from hil_tests import jig_probe
 from hil_tests.central import Central, ConfigValues, SerialLine, banner_fields
 from needletrack.protocol import Config, Flag, Opcode, ResultCode, Status, encode_command
 
+# Every command here waits on the device's loop, which answers late when it cannot keep its rate
+# (conftest: keeps_rate).
+pytestmark = pytest.mark.keeps_rate
+
 POWER_CUTS = 10
 CUT_SEED = 9
 # Delays from sending the write to the cut, spread over the write's way: over the radio (a connection event or
@@ -125,7 +129,6 @@ def jig(dut, tmp_path_factory) -> Iterator[Any]:
         yield probe
 
 
-@pytest.mark.keeps_rate
 def test_a_new_calibration_survives_a_reboot(jig, report):
     async def run(line: SerialLine) -> dict[str, Any]:
         async with Central(jig.transport, jig) as central:
