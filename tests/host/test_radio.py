@@ -236,6 +236,7 @@ class _ScriptedBridge:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.notified: list[tuple[int, int, bytes]] = []
+        self.notified_at: list[float] = []  # time.monotonic() of each notification's arrival
         self.ops: list[dict[str, Any]] = []
         self.replies: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -262,6 +263,7 @@ class _ScriptedBridge:
             if body[0] == 0x4E:
                 c, h = struct.unpack_from("<HH", body, 1)
                 self.notified.append((c, h, body[5:]))
+                self.notified_at.append(time.monotonic())
                 continue
             op = json.loads(body[1:])
             self.ops.append(op)
@@ -313,6 +315,25 @@ def test_the_stack_model_queue_buffers_and_errors():
     # everything the stack accepted reached the bridge, in order
     sent = [(1, 12, bytes((i,)) * 30) for n in (12, 4, 12) for i in range(n)]
     assert bridge.notified == sent
+
+
+def test_the_link_sends_during_a_sleep_and_a_disconnection_waits_for_its_connection_event():
+    # 30 ms connection interval. On a board the controller sends a queued notification at the next connection
+    # event while the application sleeps, and ends a link at a connection event, not within the bytecodes that
+    # follow gap_disconnect.
+    bridge = _ScriptedBridge()
+    started = time.monotonic()
+    run = subprocess.run([*micropython_command(), str(MPY / "link_timing_check.py"), str(bridge.port)],
+                         env={**os.environ, "MICROPYPATH": MICROPYPATH}, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["slept"] >= 290
+    assert len(bridge.notified_at) == 1
+    # the notification left within a connection interval or two of being queued, not 300 ms later
+    (sent,) = bridge.notified_at
+    assert sent - started < (time.monotonic() - started) - 0.15, (sent - started, time.monotonic() - started)
+    assert result["after_spin"] == 1  # connected, not yet disconnected
+    assert result["disconnected"]
 
 
 ENOMEM, EINVAL, ENOTCONN = 12, 22, 107

@@ -241,6 +241,7 @@ class _Conn:
         self.queue = []  # the controller's buffers: [virtual time queued, kind, value handle, value]
         self.held = []  # BTstack: what the controller could not take, on the MicroPython heap: [kind, handle, value]
         self.gattc = False  # BTstack: a GATT client query runs on this connection (its gatt_client is not ready)
+        self.ends_at = 0  # gap_disconnect: virtual time of the connection event that carries LL_TERMINATE_IND
 
 
 def _hex(b):
@@ -446,8 +447,16 @@ class _BLE:
         try:
             conn_handle = _int(conn_handle) & 0xFFFF
             self._check()
-            if conn_handle not in self._conns:
+            c = self._conns.get(conn_handle)
+            if c is None:
                 return self._disconnect_unknown()
+            # The link layer sends LL_TERMINATE_IND at the next connection event and reports the disconnection
+            # once the peer has acknowledged it: never before that event (_service holds it back till then).
+            now = vclock.now_us()
+            ends = c.next_ev
+            if ends <= now:
+                ends += ((now - ends) // c.ci_us + 1) * c.ci_us
+            c.ends_at = ends
             vradio.send_json({"op": "disconnect", "conn": conn_handle})
             return True
         finally:
@@ -701,10 +710,18 @@ class _BLE:
             return
         self._in_irq = True
         try:
-            while self._events:
+            while self._events and not self._held(self._events[0]):
                 self._event(self._events.pop(0))
         finally:
             self._in_irq = False
+
+    def _held(self, ev):
+        # A disconnection the probe asked for is not reported before its connection event (the events after it
+        # wait too, in order); a later sleep, machine.idle() or kick delivers it.
+        if ev.get("ev") != "disconnect":
+            return False
+        c = self._conns.get(ev["conn"])
+        return c is not None and vclock.now_us() < c.ends_at
 
     def _call(self, event, data):
         handler = self._handler

@@ -261,14 +261,16 @@ def cpu_totals(out):
 
 # -- sleeping --------------------------------------------------------------------------------------------------
 
-_SLICE_US = 1000  # in real time, the radio is serviced at least this often during a long sleep
+_SLICE_US = 1000  # the radio is serviced at least this often (device time) during a long sleep
 
 
 def sleep_us(us):
+    # As a board's stack sends at its connection events while the application sleeps: a notification queued
+    # before a 100 ms sleep leaves at its event, not when the sleep is over. With a radio (hooks), the sleep
+    # passes in slices, each followed by the hooks; in virtual time the radio's pacing hook holds each slice to
+    # real time, so what the stack sends during the sleep leaves when it would on a board.
     if us > 0:
         if _state[1]:
-            # As a board's stack sends at its connection events while the application sleeps: a notification
-            # queued before a 10 ms sleep leaves at its event, not when the sleep is over.
             while us > _SLICE_US and hooks:
                 _host_time.sleep_us(_SLICE_US)
                 us -= _SLICE_US
@@ -276,7 +278,13 @@ def sleep_us(us):
                     hook()
             _host_time.sleep_us(us)
         else:
-            _state[0] += us
+            end = _state[0] + us
+            while end - _state[0] > _SLICE_US and hooks:
+                _state[0] += _SLICE_US
+                for hook in hooks:
+                    hook()
+            if end > _state[0]:
+                _state[0] = end
     for hook in hooks:
         hook()
 
