@@ -117,3 +117,20 @@ def test_a_probe_reports_its_own_load_as_the_board_charges_it(tmp_path):
     row = next(line for line in res.output.splitlines() if "device loop" in line)
     load = int(row.split("device loop")[1].strip(" │|").split("%")[0])
     assert load >= 80, row
+
+
+def test_a_firmware_that_stops_at_boot_on_a_board_says_so(tmp_path):
+    # The rp2 port has only the soft timer, -1: a firmware that takes hardware timer 0 stops at boot on a Pico W
+    # (and not on an ESP32-S3), and the engineer checking that build is told so in one line, before the
+    # device's own output.
+    fw = tmp_path / "fw"
+    shutil.copytree(paths.firmware_dir(), fw)
+    app = fw / "app.py"
+    app.write_text(app.read_text().replace("def main():\n", "def main():\n    machine.Timer(0)\n", 1)
+                   .replace("import log\n", "import log\nimport machine\n", 1))
+    args = ["sim", "run", "still_probe", "--cpu", "ideal", "--firmware", str(fw), "--workdir", str(tmp_path / "w")]
+    res = CliRunner().invoke(main, [*args, "--board", "pico_w"])
+    assert res.exit_code != 0
+    assert "the firmware stopped at boot on pico_w: ValueError: Timer doesn't exist" in res.output
+    assert CliRunner().invoke(main, [*args, "--board", "xiao_esp32s3"]).exit_code == 0
+    assert "Traceback" not in res.output.splitlines()[1]

@@ -227,7 +227,10 @@ def run(sc: Scenario, work: Path, *, realtime: bool = False, record: Path | None
             writer.close(banner=summary.banner, samples_rms_error=summary.errors, device_load=summary.device_load)
     if summary.returncode != 0 or not summary.banner:
         tail = "\n".join(summary.log[-20:])
-        raise VirtualProbeError(f"the virtual probe exited with code {summary.returncode}:\n{tail}")
+        last = next((line for line in reversed(summary.log) if line.strip()), "")
+        where = "at boot" if not summary.samples else f"after {summary.last_device_s:.1f} s"
+        raise VirtualProbeError(f"the firmware stopped {where} on {board}: {last}\n"
+                                f"(the virtual probe exited with code {summary.returncode}; its output:)\n{tail}")
     return summary
 
 
