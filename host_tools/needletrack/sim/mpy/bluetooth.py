@@ -242,6 +242,7 @@ class _Conn:
         self.held = []  # BTstack: what the controller could not take, on the MicroPython heap: [kind, handle, value]
         self.gattc = False  # BTstack: a GATT client query runs on this connection (its gatt_client is not ready)
         self.ends_at = 0  # gap_disconnect: virtual time of the connection event that carries LL_TERMINATE_IND
+        self.asked_ms = 0  # gap_disconnect: host ticks_ms when it was asked
 
 
 def _hex(b):
@@ -457,6 +458,7 @@ class _BLE:
             if ends <= now:
                 ends += ((now - ends) // c.ci_us + 1) * c.ci_us
             c.ends_at = ends
+            c.asked_ms = vclock._host_time.ticks_ms()
             vradio.send_json({"op": "disconnect", "conn": conn_handle})
             return True
         finally:
@@ -717,11 +719,19 @@ class _BLE:
 
     def _held(self, ev):
         # A disconnection the probe asked for is not reported before its connection event (the events after it
-        # wait too, in order); a later sleep, machine.idle() or kick delivers it.
+        # wait too, in order); a later sleep, machine.idle() or the watcher's retry a millisecond later delivers
+        # it. A firmware that spins without sleeping moves no virtual time: there, one connection interval of
+        # real time is the bound, as on a board.
         if ev.get("ev") != "disconnect":
             return False
         c = self._conns.get(ev["conn"])
-        return c is not None and vclock.now_us() < c.ends_at
+        if c is None or vclock.now_us() >= c.ends_at:
+            return False
+        host = vclock._host_time
+        if host.ticks_diff(host.ticks_ms(), c.asked_ms) >= c.ci_us // 1000:
+            return False
+        vradio.retry()
+        return True
 
     def _call(self, event, data):
         handler = self._handler

@@ -219,6 +219,13 @@ def _watch(p, gen):
         if state == 2:
             sleep_us(1000)
             _sig[0] = 0
+            if _sig[1]:  # a delivery waits (deferred, or held back by the stack): kick again, data or not
+                _sig[0] = 1
+                try:
+                    micropython.schedule(_kick, None)
+                except RuntimeError:
+                    _sig[0] = 2
+                continue
         for _ in p.ipoll(20):
             _sig[0] = 1
             try:
@@ -258,6 +265,12 @@ def _service():
             fn()
     finally:
         vclock.leave()
+
+
+def retry():
+    """The stack holds an event back (not yet due): the watcher kicks again in a millisecond."""
+    _sig[1] = 1
+    _sig[0] = 2
 
 
 def enter():
