@@ -263,9 +263,10 @@ class Load:
             self.tracker = cpuscale.Tracker(self.mcu, self.prof["cpu_vs_rp2040"])
 
     def start(self):
-        # Power-on: the firmware's own time starts here. The heap is the board's: what the emulation itself
-        # holds beyond that is set aside, so the firmware meets MemoryError where the board would.
-        target = int(self.prof.get("heap_free_bytes", 0) * self.heap_factor)
+        # Power-on: the firmware's own time starts here. With the board's costs charged the heap is the board's:
+        # what the emulation itself holds beyond that is set aside, so the firmware meets MemoryError where the
+        # board would. "--cpu ideal" keeps the emulation's heap as it was.
+        target = int(self.prof.get("heap_free_bytes", 0) * self.heap_factor) if self.tracker is not None else 0
         gc.collect()
         free = gc.mem_free()
         if target:
