@@ -47,24 +47,29 @@ async def _next(q: asyncio.Queue[bytes], kind: type) -> object:
             return rec
 
 
+async def _connect_and_stream(link: BumbleLink, out: dict[str, object]) -> None:
+    # Find the probe by its name, connect, read STATUS, and take 600 samples' worth of notifications.
+    found = await link.scan(5.0, first=True)
+    assert found and found[0].name is not None and found[0].name.startswith("NeedleTrack-")
+    await link.connect(found[0].address, timeout=5.0)
+    out["mtu"] = link.mtu_size
+    out["status"] = decode_record(await link.read_status())
+    await link.start_notify()
+    seqs: list[int] = []
+    sizes: list[int] = []
+    async for note in link.notifications(timeout=3.0):
+        sizes.append(len(note.data))
+        seqs.extend(s.seq for s in decode_notification(note.data))
+        if len(seqs) > 600:
+            break
+    out["seqs"], out["sizes"] = seqs, sizes
+
+
 async def _session(transport: str) -> dict[str, object]:
     out: dict[str, object] = {}
     async with BumbleLink(transport) as link:
-        found = await link.scan(5.0, first=True)
-        assert found and found[0].name is not None and found[0].name.startswith("NeedleTrack-")
-        await link.connect(found[0].address, timeout=5.0)
-        out["mtu"] = link.mtu_size
+        await _connect_and_stream(link, out)
         out["model"] = (await link.read("00002a24-0000-1000-8000-00805f9b34fb")).decode()
-        out["status"] = decode_record(await link.read_status())
-        await link.start_notify()
-        seqs: list[int] = []
-        sizes: list[int] = []
-        async for note in link.notifications(timeout=3.0):
-            sizes.append(len(note.data))
-            seqs.extend(s.seq for s in decode_notification(note.data))
-            if len(seqs) > 600:
-                break
-        out["seqs"], out["sizes"] = seqs, sizes
         results = await _results(link)
         with pytest.raises(SecurityError):
             await link.write_control(encode_command(Opcode.SET_GUIDE_ANGLE, 1, 4500))
@@ -150,21 +155,8 @@ def test_connecting_to_a_malformed_or_absent_address_says_why(probe):
 async def _btstack_session(transport: str) -> dict[str, object]:
     out: dict[str, object] = {}
     async with BumbleLink(transport) as link:
-        found = await link.scan(5.0, first=True)
-        assert found and found[0].name is not None and found[0].name.startswith("NeedleTrack-")
-        await link.connect(found[0].address, timeout=5.0)
-        out["mtu"] = link.mtu_size
+        await _connect_and_stream(link, out)
         out["board"] = (await link.read("00002a27-0000-1000-8000-00805f9b34fb")).decode()
-        out["status"] = decode_record(await link.read_status())
-        await link.start_notify()
-        seqs: list[int] = []
-        sizes: list[int] = []
-        async for note in link.notifications(timeout=3.0):
-            sizes.append(len(note.data))
-            seqs.extend(s.seq for s in decode_notification(note.data))
-            if len(seqs) > 600:
-                break
-        out["seqs"], out["sizes"] = seqs, sizes
         with pytest.raises(SecurityError) as refused:
             await link.write_control(encode_command(Opcode.SET_GUIDE_ANGLE, 1, 4500))
         out["att_error"] = refused.value.att_error
