@@ -68,22 +68,12 @@ from bumble.gatt import (
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 
+from needletrack.sim import att_discovery
+from needletrack.sim import radio as bridge  # MicroPython's characteristic flags, FLAG_*, as the bridge reads them
+from needletrack.sim.radio import FLAG_INDICATE, FLAG_NOTIFY
+
 logging.getLogger("bumble").setLevel(logging.CRITICAL)
 
-FLAG_BROADCAST = 0x0001
-FLAG_READ = 0x0002
-FLAG_WRITE_NO_RESPONSE = 0x0004
-FLAG_WRITE = 0x0008
-FLAG_NOTIFY = 0x0010
-FLAG_INDICATE = 0x0020
-FLAG_AUTHENTICATED_SIGNED_WRITE = 0x0040
-FLAG_AUX_WRITE = 0x0100
-FLAG_READ_ENCRYPTED = 0x0200
-FLAG_READ_AUTHENTICATED = 0x0400
-FLAG_READ_AUTHORIZED = 0x0800
-FLAG_WRITE_ENCRYPTED = 0x1000
-FLAG_WRITE_AUTHENTICATED = 0x2000
-FLAG_WRITE_AUTHORIZED = 0x4000
 
 _IRQ_CENTRAL_CONNECT = 1
 _IRQ_CENTRAL_DISCONNECT = 2
@@ -126,8 +116,6 @@ _CONNECT_DEFAULT_S = 30.0  # NimBLE's connect duration when none is given
 _TX_QUEUE = 12  # packets the stack holds for the controller (NimBLE's mbufs; the bridge's figure too)
 _TX_PER_EVENT = 4  # packets sent per connection event at most
 
-_UUID_PRIMARY_SERVICE = 0x2800
-_UUID_CHARACTERISTIC = 0x2803
 
 _TRANSPORT = [""]  # the HCI transport the BLE object opens (set by main())
 
@@ -760,6 +748,10 @@ class BLE:
         await self._sent(connection)
         return await connection.gatt_client.send_request(pdu)
 
+    def _failed(self, h: int) -> int:
+        # A procedure the link took down, or that had no answer: NimBLE's host statuses.
+        return _BLE_HS_ENOTCONN if h not in self._conns else _BLE_HS_ETIMEOUT
+
     @staticmethod
     def _status(response: Any) -> int:
         if response.op_code == att.Opcode.ATT_ERROR_RESPONSE:
@@ -772,33 +764,15 @@ class BLE:
 
     async def _discover_services(self, c: Connection, uuid: UUID | None) -> None:
         h = c.handle
-        start, status = 1, 0
+        status = 0
         try:
-            while start <= 0xFFFF:
-                if uuid is None:
-                    r = await self._request(c, att.ATT_Read_By_Group_Type_Request(
-                        starting_handle=start, ending_handle=0xFFFF,
-                        attribute_group_type=core.UUID.from_16_bits(_UUID_PRIMARY_SERVICE)))
-                    found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else r.attributes
-                    results = [(s, e, _uuid_of(v)) for s, e, v in found]
-                else:
-                    r = await self._request(c, att.ATT_Find_By_Type_Value_Request(
-                        starting_handle=start, ending_handle=0xFFFF,
-                        attribute_type=core.UUID.from_16_bits(_UUID_PRIMARY_SERVICE), attribute_value=bytes(uuid)))
-                    found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else r.handles_information
-                    results = [(s, e, uuid) for s, e in found]
-                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
-                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
-                        status = self._status(r)
-                    break
-                for s, e, u in results:
-                    self._irq(_IRQ_GATTC_SERVICE_RESULT, h, s, e, u)
-                last = max(e for _, e, _ in results) if results else 0xFFFF
-                if last >= 0xFFFF:
-                    break
-                start = last + 1
+            async for s, e, u in att_discovery.services(lambda pdu: self._request(c, pdu),
+                                                        None if uuid is None else bytes(uuid)):
+                self._irq(_IRQ_GATTC_SERVICE_RESULT, h, s, e, _uuid_of(u))
+        except att_discovery.AttError as e:
+            status = _BLE_HS_ERR_ATT_BASE + e.code
         except Exception:
-            status = _BLE_HS_ENOTCONN if h not in self._conns else _BLE_HS_ETIMEOUT
+            status = self._failed(h)
         self._irq(_IRQ_GATTC_SERVICE_DONE, h, status)
 
     def gattc_discover_characteristics(self, conn_handle: int, start_handle: int, end_handle: int,
@@ -809,33 +783,14 @@ class BLE:
     async def _discover_characteristics(self, c: Connection, start: int, end: int, uuid: UUID | None) -> None:
         h = c.handle
         status = 0
-        pending: tuple[int, int, UUID] | None = None  # (value handle, properties, uuid) of the last one found
         try:
-            while start <= end:
-                r = await self._request(c, att.ATT_Read_By_Type_Request(
-                    starting_handle=start, ending_handle=end,
-                    attribute_type=core.UUID.from_16_bits(_UUID_CHARACTERISTIC)))
-                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
-                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
-                        status = self._status(r)
-                    break
-                last = start
-                for decl, value in r.attributes:
-                    if pending is not None:
-                        self._irq(_IRQ_GATTC_CHARACTERISTIC_RESULT, h, decl - 1, pending[0], pending[1], pending[2])
-                        pending = None
-                    properties, value_handle = struct.unpack_from("<BH", value)
-                    u = _uuid_of(value[3:])
-                    if uuid is None or u == uuid:
-                        pending = (value_handle, properties, u)
-                    last = decl
-                if last >= end:
-                    break
-                start = last + 1
+            async for last, value_handle, properties, u in att_discovery.characteristics(
+                    lambda pdu: self._request(c, pdu), start, end, None if uuid is None else bytes(uuid)):
+                self._irq(_IRQ_GATTC_CHARACTERISTIC_RESULT, h, last, value_handle, properties, _uuid_of(u))
+        except att_discovery.AttError as e:
+            status = _BLE_HS_ERR_ATT_BASE + e.code
         except Exception:
-            status = _BLE_HS_ENOTCONN if h not in self._conns else _BLE_HS_ETIMEOUT
-        if pending is not None:
-            self._irq(_IRQ_GATTC_CHARACTERISTIC_RESULT, h, end, pending[0], pending[1], pending[2])
+            status = self._failed(h)
         self._irq(_IRQ_GATTC_CHARACTERISTIC_DONE, h, status)
 
     def gattc_discover_descriptors(self, conn_handle: int, start_handle: int, end_handle: int) -> None:
@@ -845,24 +800,13 @@ class BLE:
     async def _discover_descriptors(self, c: Connection, start: int, end: int) -> None:
         h = c.handle
         status = 0
-        start += 1  # NimBLE: after the characteristic's value handle
         try:
-            while start <= end:
-                r = await self._request(c, att.ATT_Find_Information_Request(starting_handle=start,
-                                                                            ending_handle=end))
-                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
-                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
-                        status = self._status(r)
-                    break
-                last = start
-                for handle, u in r.information:
-                    self._irq(_IRQ_GATTC_DESCRIPTOR_RESULT, h, handle, _uuid_of(u))
-                    last = handle
-                if last >= end:
-                    break
-                start = last + 1
+            async for handle, u in att_discovery.descriptors(lambda pdu: self._request(c, pdu), start, end):
+                self._irq(_IRQ_GATTC_DESCRIPTOR_RESULT, h, handle, _uuid_of(u))
+        except att_discovery.AttError as e:
+            status = _BLE_HS_ERR_ATT_BASE + e.code
         except Exception:
-            status = _BLE_HS_ENOTCONN if h not in self._conns else _BLE_HS_ETIMEOUT
+            status = self._failed(h)
         self._irq(_IRQ_GATTC_DESCRIPTOR_DONE, h, status)
 
     def gattc_read(self, conn_handle: int, value_handle: int) -> None:
@@ -877,7 +821,7 @@ class BLE:
             if not status:
                 self._irq(_IRQ_GATTC_READ_RESULT, h, value_handle, memoryview(bytes(r.attribute_value)))
         except Exception:
-            status = _BLE_HS_ENOTCONN if h not in self._conns else _BLE_HS_ETIMEOUT
+            status = self._failed(h)
         self._irq(_IRQ_GATTC_READ_DONE, h, value_handle, status)
 
     def gattc_write(self, conn_handle: int, value_handle: int, data: Any, mode: int = 0) -> None:
@@ -897,7 +841,7 @@ class BLE:
             r = await self._request(c, att.ATT_Write_Request(attribute_handle=value_handle, attribute_value=value))
             status = self._status(r)
         except Exception:
-            status = _BLE_HS_ENOTCONN if h not in self._conns else _BLE_HS_ETIMEOUT
+            status = self._failed(h)
         self._irq(_IRQ_GATTC_WRITE_DONE, h, value_handle, status)
 
     def gattc_exchange_mtu(self, conn_handle: int) -> None:
@@ -1064,7 +1008,7 @@ class BLE:
 
 
 bluetooth_module = _module(
-    "bluetooth", BLE=BLE, UUID=UUID, **{k: v for k, v in globals().items() if k.startswith("FLAG_")})
+    "bluetooth", BLE=BLE, UUID=UUID, **{k: v for k, v in vars(bridge).items() if k.startswith("FLAG_")})
 
 _SHIMS = {"bluetooth": bluetooth_module, "time": time_module, "utime": time_module, "machine": machine_module,
           "micropython": micropython_module}

@@ -48,12 +48,10 @@ from bumble.core import UUID, PhysicalTransport
 from bumble.device import AdvertisingType, Connection, Device, DeviceConfiguration
 from bumble.gatt import (
     GATT_APPEARANCE_CHARACTERISTIC,
-    GATT_CHARACTERISTIC_ATTRIBUTE_TYPE,
     GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
     GATT_DEVICE_NAME_CHARACTERISTIC,
     GATT_GENERIC_ACCESS_SERVICE,
     GATT_GENERIC_ATTRIBUTE_SERVICE,
-    GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE,
     GATT_SERVICE_CHANGED_CHARACTERISTIC,
     Characteristic,
     CharacteristicValue,
@@ -66,6 +64,8 @@ from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink, PacketParser
 
+from needletrack.sim import att_discovery
+
 logger = logging.getLogger(__name__)
 # Bumble's controller warns of every packet still in flight for a link that has just gone; here links are
 # dropped on purpose (a host leaving, a probe switched off, RadioBridge.drop_links), so that is expected.
@@ -76,11 +76,14 @@ KIND_NOTIFY = 0x4E
 KIND_INDICATE = 0x49
 
 # MicroPython characteristic flags (extmod/modbluetooth.h); the low byte is the GATT properties byte.
+FLAG_BROADCAST = 0x0001
 FLAG_READ = 0x0002
 FLAG_WRITE_NO_RESPONSE = 0x0004
 FLAG_WRITE = 0x0008
 FLAG_NOTIFY = 0x0010
 FLAG_INDICATE = 0x0020
+FLAG_AUTHENTICATED_SIGNED_WRITE = 0x0040
+FLAG_AUX_WRITE = 0x0100
 FLAG_READ_ENCRYPTED = 0x0200
 FLAG_READ_AUTHENTICATED = 0x0400
 FLAG_READ_AUTHORIZED = 0x0800
@@ -628,98 +631,44 @@ class _Session:
             raise ConnectionError("the link went down during the procedure") from None
 
     async def _gattc_services(self, connection: Connection, op: dict[str, Any]) -> None:
-        # NimBLE ble_gattc_disc_all_svcs / ble_gattc_disc_svc_by_uuid, BTstack
-        # gatt_client_discover_primary_services(_by_uuid16/128): Read By Group Type, or Find By Type Value with
-        # the UUID, from handle 1 until Attribute Not Found (a success) or the last handle.
         h = connection.handle
         uuid = op.get("uuid")
-        start, status = 1, 0
+        status = 0
         try:
-            while start <= 0xFFFF:
-                if uuid is None:
-                    r = await self._gattc_request(connection, att.ATT_Read_By_Group_Type_Request(
-                        starting_handle=start, ending_handle=0xFFFF,
-                        attribute_group_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE))
-                    found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else [
-                        (s, e, bytes(v)) for s, e, v in r.attributes]
-                else:
-                    r = await self._gattc_request(connection, att.ATT_Find_By_Type_Value_Request(
-                        starting_handle=start, ending_handle=0xFFFF,
-                        attribute_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE, attribute_value=bytes.fromhex(uuid)))
-                    found = [] if r.op_code == att.Opcode.ATT_ERROR_RESPONSE else [
-                        (s, e, bytes.fromhex(uuid)) for s, e in r.handles_information]
-                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
-                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
-                        status = self._gattc_status(r.error_code)
-                    break
-                for s, e, u in found:
-                    self.send({"ev": "gattc_service", "conn": h, "start": s, "end": e, "uuid": u.hex()})
-                last = max((e for _, e, _ in found), default=0xFFFF)
-                if last >= 0xFFFF:
-                    break
-                start = last + 1
+            async for s, e, u in att_discovery.services(lambda pdu: self._gattc_request(connection, pdu),
+                                                        None if uuid is None else bytes.fromhex(uuid)):
+                self.send({"ev": "gattc_service", "conn": h, "start": s, "end": e, "uuid": u.hex()})
+        except att_discovery.AttError as e:
+            status = self._gattc_status(e.code)
         except Exception:
             status = self._gattc_failed(connection)
         self.send({"ev": "gattc_done", "conn": h, "what": "services", "status": status})
 
     async def _gattc_characteristics(self, connection: Connection, op: dict[str, Any]) -> None:
-        # Read By Type (characteristic declarations) over [start, end]. Each result carries its end handle: the
-        # next declaration less one, or the end of the range (NimBLE's binding holds a result back until it
-        # knows it; BTstack's characteristic_end_found). A UUID filters the results, not the requests.
         h = connection.handle
-        start, end, uuid = op["start"], op["end"], op.get("uuid")
+        uuid = op.get("uuid")
         status = 0
-        held: dict[str, Any] | None = None
         try:
-            while start <= end:
-                r = await self._gattc_request(connection, att.ATT_Read_By_Type_Request(
-                    starting_handle=start, ending_handle=end, attribute_type=GATT_CHARACTERISTIC_ATTRIBUTE_TYPE))
-                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
-                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
-                        status = self._gattc_status(r.error_code)
-                    break
-                last = start
-                for declaration, value in r.attributes:
-                    if held is not None:
-                        self.send({**held, "end": declaration - 1})
-                        held = None
-                    properties, value_handle = struct.unpack_from("<BH", value)
-                    u = bytes(value[3:])
-                    if uuid is None or u == bytes.fromhex(uuid):
-                        held = {"ev": "gattc_char", "conn": h, "handle": value_handle, "props": properties,
-                                "uuid": u.hex()}
-                    last = declaration
-                if last >= end:
-                    break
-                start = last + 1
+            async for end, value_handle, props, u in att_discovery.characteristics(
+                    lambda pdu: self._gattc_request(connection, pdu), op["start"], op["end"],
+                    None if uuid is None else bytes.fromhex(uuid)):
+                self.send({"ev": "gattc_char", "conn": h, "handle": value_handle, "props": props, "uuid": u.hex(),
+                           "end": end})
+        except att_discovery.AttError as e:
+            status = self._gattc_status(e.code)
         except Exception:
             status = self._gattc_failed(connection)
-        if held is not None:
-            self.send({**held, "end": end})
         self.send({"ev": "gattc_done", "conn": h, "what": "chars", "status": status})
 
     async def _gattc_descriptors(self, connection: Connection, op: dict[str, Any]) -> None:
-        # Find Information from start + 1 (start is the characteristic's value handle: NimBLE
-        # ble_gattc_disc_all_dscs, BTstack gatt_client_discover_characteristic_descriptors) to end; every
-        # attribute found is reported.
         h = connection.handle
-        start, end = op["start"] + 1, op["end"]
         status = 0
         try:
-            while start <= end:
-                r = await self._gattc_request(connection, att.ATT_Find_Information_Request(
-                    starting_handle=start, ending_handle=end))
-                if r.op_code == att.Opcode.ATT_ERROR_RESPONSE:
-                    if r.error_code != att.ErrorCode.ATTRIBUTE_NOT_FOUND:
-                        status = self._gattc_status(r.error_code)
-                    break
-                last = start
-                for handle, u in r.information:
-                    self.send({"ev": "gattc_desc", "conn": h, "handle": handle, "uuid": bytes(u).hex()})
-                    last = handle
-                if last >= end or not r.information:
-                    break
-                start = last + 1
+            async for handle, u in att_discovery.descriptors(lambda pdu: self._gattc_request(connection, pdu),
+                                                             op["start"], op["end"]):
+                self.send({"ev": "gattc_desc", "conn": h, "handle": handle, "uuid": u.hex()})
+        except att_discovery.AttError as e:
+            status = self._gattc_status(e.code)
         except Exception:
             status = self._gattc_failed(connection)
         self.send({"ev": "gattc_done", "conn": h, "what": "descs", "status": status})
