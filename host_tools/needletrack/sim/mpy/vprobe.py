@@ -246,9 +246,8 @@ def connect_radio(session):
 
 class Load:
     # The board's CPU model and what the probe measures of the firmware's load (the "device_load" report).
-    # Set up before the flash filesystem hides the host's files (the kernel, /proc).
+    # Set up before the flash filesystem hides the host's files (the kernel and its RP2040 figures).
     def __init__(self, session):
-        self.session = session
         self.prof = session.get("board_profile") or {}
         self.heap_factor = self.prof.get("heap_64bit_factor", 1.0)
         self.tracker = None
